@@ -1,0 +1,63 @@
+import Synchronization
+
+/// One recorded operation (or a trainable leaf) in the define-by-run graph.
+///
+/// Nodes are numbered in creation order, so sorting the nodes reachable from a loss by that number,
+/// newest first, replays the forward pass backwards: the tape.
+@usableFromInline
+final class AutodiffNode: @unchecked Sendable {
+    /// Computes gradients for the inputs from the gradient of this node's output. `needs[i]` is false
+    /// when input `i` leads to no trainable leaf: the closure must then skip that input's work and
+    /// return `nil` for it. This is where frozen tensors save their backward FLOPs.
+    typealias Backward = (_ gradient: Tensor, _ needs: [Bool]) -> [Tensor?]
+
+    private static let counter = Atomic<Int>(0)
+
+    let sequence: Int
+    let operation: String
+    let inputs: [AutodiffNode?]
+    let backward: Backward?
+    let outputShape: [Int]
+
+    init(leafShape: [Int]) {
+        sequence = Self.counter.wrappingAdd(1, ordering: .relaxed).newValue
+        operation = "leaf"
+        inputs = []
+        backward = nil
+        outputShape = leafShape
+    }
+
+    init(operation: String, inputs: [AutodiffNode?], outputShape: [Int], backward: @escaping Backward) {
+        sequence = Self.counter.wrappingAdd(1, ordering: .relaxed).newValue
+        self.operation = operation
+        self.inputs = inputs
+        self.outputShape = outputShape
+        self.backward = backward
+    }
+
+    var isLeaf: Bool { backward == nil }
+}
+
+/// Whether operations record autodiff nodes in the current task.
+public enum GradientRecording {
+    @TaskLocal static var isPaused = false
+
+    /// Runs `body` without recording any autodiff node (like `torch.no_grad()`): inference and
+    /// optimizer updates use it so they keep no activations.
+    public static func withoutRecording<R>(_ body: () throws -> R) rethrows -> R {
+        try $isPaused.withValue(true, operation: body)
+    }
+
+    /// Whether recording is paused in this task.
+    public static var isRecording: Bool { !isPaused }
+}
+
+extension Tensor {
+    /// Attaches an autodiff node to this freshly computed tensor when any input requires a gradient.
+    mutating func recordOperation(
+        _ operation: String, inputs: [Tensor], backward: @escaping AutodiffNode.Backward
+    ) {
+        guard inputs.contains(where: { $0.node != nil }), !GradientRecording.isPaused else { return }
+        node = AutodiffNode(operation: operation, inputs: inputs.map(\.node), outputShape: shape, backward: backward)
+    }
+}

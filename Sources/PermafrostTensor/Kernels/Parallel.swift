@@ -1,0 +1,90 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+#if canImport(CBLAS)
+import CBLAS
+#endif
+import Synchronization
+
+/// The engine's thread pool setting and its fork-join helper.
+///
+/// The thread count comes from `PERMAFROST_THREADS` (default: the number of cores) and can be
+/// changed at run time (the CLI's `--threads`); it also sets BLAS's own thread count, so one setting
+/// governs all the engine's parallelism.
+public enum Parallel {
+    private static let configured = Mutex<Int?>(nil)
+
+    /// Number of threads kernels may use.
+    public static var threadCount: Int {
+        get {
+            configured.withLock { value in
+                if let value { return value }
+                let initial = defaultThreadCount()
+                value = initial
+                applyToBLAS(initial)
+                return initial
+            }
+        }
+        set {
+            let clamped = max(1, newValue)
+            configured.withLock { $0 = clamped }
+            applyToBLAS(clamped)
+        }
+    }
+
+    /// Cores available to the process, or `PERMAFROST_THREADS` when set to a positive integer.
+    public static func defaultThreadCount() -> Int {
+        if let raw = getenv("PERMAFROST_THREADS"), let value = Int(String(cString: raw)), value > 0 {
+            return value
+        }
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    private static func applyToBLAS(_ threads: Int) {
+        #if canImport(CBLAS)
+        openblas_set_num_threads(Int32(threads))
+        #endif
+    }
+
+    /// Splits `0..<count` into contiguous chunks of at least `minimumChunk` items and runs `body` on
+    /// each, in parallel when there is enough work to pay for the fork-join (≈ 0.5 µs).
+    @inline(__always)
+    public static func forEachChunk(
+        count: Int, minimumChunk: Int = 32_768, _ body: (Range<Int>) -> Void
+    ) {
+        guard count > 0 else { return }
+        let threads = threadCount
+        let chunks = min(threads, max(1, count / max(1, minimumChunk)))
+        if chunks <= 1 {
+            body(0..<count)
+            return
+        }
+        let size = (count + chunks - 1) / chunks
+        withoutActuallyEscaping(body) { body in
+            // Chunks write disjoint ranges; the closure never outlives this call.
+            let shared = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                let start = chunk * size
+                let end = min(count, start + size)
+                if start < end { shared.value(start..<end) }
+            }
+        }
+    }
+}
+
+/// Wraps a raw pointer so it can cross into `concurrentPerform`'s `@Sendable` closure; each
+/// chunk writes a disjoint range.
+@usableFromInline
+struct SendablePointer<T>: @unchecked Sendable {
+    @usableFromInline let base: UnsafeMutablePointer<T>
+    @usableFromInline init(_ base: UnsafeMutablePointer<T>) { self.base = base }
+}
+
+/// Carries a non-Sendable value into a fork-join whose tasks end before the call returns.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

@@ -1,0 +1,66 @@
+/// Broadcasting arithmetic: `+ - * /` between tensors and with scalars, and their gradients.
+extension Tensor {
+    /// The gradient of a broadcast operand: `self` summed over the axes along which `shape` was
+    /// broadcast, reshaped to `shape`.
+    public func summed(toShape target: [Int]) -> Tensor {
+        if shape == target { return self }
+        precondition(Shape.broadcast(target, shape) == shape, "cannot sum shape \(shape) down to \(target)")
+        let lead = rank - target.count
+        var axes = Array(0..<lead)
+        for (i, extent) in target.enumerated() where extent == 1 && shape[lead + i] != 1 { axes.append(lead + i) }
+        return sum(alongAxes: axes, keepingDimensions: true).reshaped(target)
+    }
+
+    public static func + (lhs: Tensor, rhs: Tensor) -> Tensor {
+        var result = broadcastElements(lhs, rhs, +)
+        let (sa, sb) = (lhs.shape, rhs.shape)
+        result.recordOperation("add", inputs: [lhs, rhs]) { g, needs in
+            [needs[0] ? g.summed(toShape: sa) : nil, needs[1] ? g.summed(toShape: sb) : nil]
+        }
+        return result
+    }
+
+    public static func - (lhs: Tensor, rhs: Tensor) -> Tensor {
+        var result = broadcastElements(lhs, rhs, -)
+        let (sa, sb) = (lhs.shape, rhs.shape)
+        result.recordOperation("sub", inputs: [lhs, rhs]) { g, needs in
+            [needs[0] ? g.summed(toShape: sa) : nil, needs[1] ? g.mapElements { -$0 }.summed(toShape: sb) : nil]
+        }
+        return result
+    }
+
+    public static func * (lhs: Tensor, rhs: Tensor) -> Tensor {
+        var result = broadcastElements(lhs, rhs, *)
+        result.recordOperation("mul", inputs: [lhs, rhs]) { g, needs in
+            [needs[0] ? broadcastElements(g, rhs.detached(), *).summed(toShape: lhs.shape) : nil,
+             needs[1] ? broadcastElements(g, lhs.detached(), *).summed(toShape: rhs.shape) : nil]
+        }
+        return result
+    }
+
+    public static func / (lhs: Tensor, rhs: Tensor) -> Tensor {
+        var result = broadcastElements(lhs, rhs, /)
+        let quotient = result.detached()
+        result.recordOperation("div", inputs: [lhs, rhs]) { g, needs in
+            [needs[0] ? broadcastElements(g, rhs.detached(), /).summed(toShape: lhs.shape) : nil,
+             needs[1] ? broadcastElements(broadcastElements(g, quotient, *), rhs.detached()) { -$0 / $1 }
+                .summed(toShape: rhs.shape) : nil]
+        }
+        return result
+    }
+
+    public static prefix func - (operand: Tensor) -> Tensor {
+        var result = operand.mapElements { -$0 }
+        result.recordOperation("neg", inputs: [operand]) { g, _ in [g.mapElements { -$0 }] }
+        return result
+    }
+
+    public static func + (lhs: Tensor, rhs: Float) -> Tensor { lhs + Tensor(rhs) }
+    public static func - (lhs: Tensor, rhs: Float) -> Tensor { lhs - Tensor(rhs) }
+    public static func * (lhs: Tensor, rhs: Float) -> Tensor { lhs * Tensor(rhs) }
+    public static func / (lhs: Tensor, rhs: Float) -> Tensor { lhs / Tensor(rhs) }
+    public static func + (lhs: Float, rhs: Tensor) -> Tensor { Tensor(lhs) + rhs }
+    public static func - (lhs: Float, rhs: Tensor) -> Tensor { Tensor(lhs) - rhs }
+    public static func * (lhs: Float, rhs: Tensor) -> Tensor { Tensor(lhs) * rhs }
+    public static func / (lhs: Float, rhs: Tensor) -> Tensor { Tensor(lhs) / rhs }
+}
