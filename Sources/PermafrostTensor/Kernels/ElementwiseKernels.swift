@@ -99,8 +99,12 @@ struct BroadcastLayout: Sendable {
         var sa = Shape.broadcastStrides(a, to: shape)
         var sb = Shape.broadcastStrides(b, to: shape)
         // Drop size-1 axes, then merge neighbours that are contiguous for both operands.
-        var keep = dims.indices.filter { dims[$0] != 1 }
-        if keep.isEmpty { keep = [dims.count - 1] }
+        let keep = dims.indices.filter { dims[$0] != 1 }
+        guard !keep.isEmpty else {
+            // A single element (rank 0 or all extents 1).
+            (self.shape, self.stridesA, self.stridesB) = ([1], [0], [0])
+            return
+        }
         dims = keep.map { dims[$0] }; sa = keep.map { sa[$0] }; sb = keep.map { sb[$0] }
         var i = dims.count - 2
         while i >= 0 {

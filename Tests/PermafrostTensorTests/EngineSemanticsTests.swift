@@ -1,0 +1,92 @@
+import XCTest
+@testable import PermafrostTensor
+
+final class EngineSemanticsTests: XCTestCase {
+    func testPhiloxMatchesRandom123KnownAnswers() {
+        // Known-answer vectors of Random123's philox4x32-10 (kat_vectors).
+        func block(_ c: (UInt32, UInt32, UInt32, UInt32), _ k: (UInt32, UInt32)) -> [UInt32] {
+            let r = PhiloxGenerator.block(seed: UInt64(k.1) << 32 | UInt64(k.0),
+                                          stream: UInt64(c.3) << 32 | UInt64(c.2),
+                                          counter: UInt64(c.1) << 32 | UInt64(c.0))
+            return [r.0, r.1, r.2, r.3]
+        }
+        XCTAssertEqual(block((0, 0, 0, 0), (0, 0)), [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8])
+        XCTAssertEqual(block((.max, .max, .max, .max), (.max, .max)), [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd])
+        XCTAssertEqual(block((0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344), (0xa409_3822, 0x299f_31d0)),
+                       [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1])
+    }
+
+    func testSameSeedSameBitsAndStreamsDiffer() {
+        var a = PhiloxGenerator(seed: 42), b = PhiloxGenerator(seed: 42), c = PhiloxGenerator(seed: 42, stream: 1)
+        let x = Tensor(randomNormal: [1000], generator: &a), y = Tensor(randomNormal: [1000], generator: &b)
+        XCTAssertEqual(x.scalars, y.scalars)
+        XCTAssertNotEqual(x.scalars, Tensor(randomNormal: [1000], generator: &c).scalars)
+        // Moments of the normal sampler.
+        let mean = x.scalars.reduce(0, +) / 1000
+        let variance = x.scalars.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 1000
+        XCTAssertEqual(mean, 0, accuracy: 0.1)
+        XCTAssertEqual(variance, 1, accuracy: 0.15)
+        var u = PhiloxGenerator(seed: 7)
+        let uniform = Tensor(randomUniform: [10_000], lower: -2, upper: 3, generator: &u).scalars
+        XCTAssert(uniform.allSatisfy { $0 >= -2 && $0 < 3 })
+        XCTAssertEqual(uniform.reduce(0, +) / 10_000, 0.5, accuracy: 0.05)
+    }
+
+    func testCopyOnWriteAndReshapeSharing() {
+        let original = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6])
+        let view = original.reshaped([3, 2])
+        XCTAssert(view.storage === original.storage, "reshape must not copy")
+        XCTAssert(original.expandingShape(at: 1).squeezed().storage === original.storage, "squeeze must not copy")
+        var copy = original
+        copy.withUnsafeMutableBufferPointer { $0[0] = 100 }
+        XCTAssertEqual(original.scalars[0], 1, "writing a copy must not change the original")
+        XCTAssertEqual(copy.scalars[0], 100)
+        XCTAssertEqual(view.scalars[0], 1)
+        XCTAssertEqual(original[1, 2], 6)
+    }
+
+    func testGradientsOfReusedTensorsAccumulate() {
+        let x = Tensor(shape: [3], scalars: [1, 2, 3])
+        let (value, gradients) = valueAndGradient(at: [x.requiringGradient()]) { p in (p[0] * p[0] + p[0] * 3).sum() }
+        XCTAssertEqual(value.scalar, 14 + 18)
+        XCTAssertEqual(gradients[0]?.scalars, [5, 7, 9])
+    }
+
+    func testFrozenParametersGetNoGradient() {
+        let w = Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])
+        let b = Tensor(shape: [2], scalars: [0.5, -0.5])
+        let x = Tensor(shape: [1, 2], scalars: [1, 1])
+        let (_, gradients) = valueAndGradient(at: [w.requiringGradient(), b]) { p in (x.matmul(p[0], transposeOther: true) + p[1]).sum() }
+        XCTAssertEqual(gradients[0]?.scalars, [1, 1, 1, 1])
+        XCTAssertNil(gradients[1], "a frozen parameter must get no gradient")
+
+        let named = valueAndGradient(at: ["w": w, "b": b.requiringGradient()]) { p in (x.matmul(p["w"]!, transposeOther: true) + p["b"]!).sum() }
+        XCTAssertEqual(Set(named.gradients.keys), ["b"])
+        XCTAssertEqual(named.gradients["b"]?.scalars, [1, 1])
+    }
+
+    func testNoRecordingWithoutTrainableInputs() {
+        let x = Tensor(shape: [2], scalars: [1, 2]).requiringGradient()
+        XCTAssert((x * 2).requiresGradient)
+        XCTAssertFalse(GradientRecording.withoutRecording { (x * 2).requiresGradient })
+        XCTAssertFalse((Tensor.ones([2]) * 2).requiresGradient)
+    }
+
+    func testMaxSharesGradientAmongTies() {
+        let x = Tensor(shape: [4], scalars: [1, 3, 3, 2])
+        let (_, g) = valueAndGradient(at: [x.requiringGradient()]) { $0[0].max() }
+        XCTAssertEqual(g[0]?.scalars, [0, 0.5, 0.5, 0])
+    }
+
+    func testThreadCountDoesNotChangeResults() {
+        var generator = PhiloxGenerator(seed: 3)
+        let x = Tensor(randomNormal: [64, 1024], generator: &generator)
+        let previous = Parallel.threadCount
+        defer { Parallel.threadCount = previous }
+        Parallel.threadCount = 1
+        let single = (x.silu() * x).softmax(alongAxis: 1).sum(alongAxes: [1]).scalars
+        Parallel.threadCount = 4
+        let multi = (x.silu() * x).softmax(alongAxis: 1).sum(alongAxes: [1]).scalars
+        XCTAssertEqual(single, multi)
+    }
+}
