@@ -66,7 +66,7 @@ enum BenchPrinter {
     static func print(_ rows: [BenchRow], json: Bool, peerName: String?) {
         if json {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             for row in rows {
                 if let data = try? encoder.encode(row), let line = String(data: data, encoding: .utf8) { Swift.print(line) }
             }
