@@ -90,3 +90,23 @@ final class EngineSemanticsTests: XCTestCase {
         XCTAssertEqual(single, multi)
     }
 }
+
+final class ReadmeExampleTests: XCTestCase {
+    /// The README's example, verbatim in substance: it must compile and do what the comment says.
+    func testReadmeExample() {
+        var rng = PhiloxGenerator(seed: 0)
+        let x = Tensor(randomNormal: [32, 784], generator: &rng)
+        let w1 = Tensor(randomNormal: [256, 784], standardDeviation: 0.05, generator: &rng)
+        let w2 = Tensor(randomNormal: [10, 256], standardDeviation: 0.05, generator: &rng).requiringGradient()
+        let labels = (0..<32).map { $0 % 10 }
+        let ((loss, gradients), statistics) = KernelCounters.measure {
+            valueAndGradient(at: [w1, w2]) { p in
+                crossEntropy(logits: x.matmul(p[0], transposeOther: true).relu().matmul(p[1], transposeOther: true), labels: labels)
+            }
+        }
+        XCTAssert(loss.scalar.isFinite)
+        XCTAssertNil(gradients[0])
+        XCTAssertEqual(gradients[1]?.shape, [10, 256])
+        XCTAssertEqual(statistics.gemms.map(\.role), [.forward, .forward, .weightGradient])
+    }
+}
