@@ -12,10 +12,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "PermafrostTensor", targets: ["PermafrostTensor"]),
+        .library(name: "PermafrostNN", targets: ["PermafrostNN"]),
+        .library(name: "PermafrostIO", targets: ["PermafrostIO"]),
         .executable(name: "permafrost", targets: ["permafrost"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(
@@ -30,16 +33,33 @@ let package = Package(
             swiftSettings: kernelSettings,
             linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
+        .target(
+            name: "PermafrostNN",
+            dependencies: ["PermafrostTensor"],
+            swiftSettings: kernelSettings
+        ),
+        .target(
+            name: "PermafrostIO",
+            dependencies: ["PermafrostTensor", "PermafrostNN", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: kernelSettings
+        ),
         .executableTarget(
             name: "permafrost",
             dependencies: [
                 "PermafrostTensor",
+                "PermafrostNN",
+                "PermafrostIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "PermafrostTensorTests",
             dependencies: ["PermafrostTensor"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "PermafrostNNTests",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO"],
             resources: [.copy("Fixtures")]
         ),
     ]

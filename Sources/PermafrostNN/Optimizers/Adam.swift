@@ -1,0 +1,87 @@
+import Foundation
+import PermafrostTensor
+
+/// Adam and AdamW, following `torch.optim.Adam`/`AdamW`'s single-tensor update step for step.
+///
+/// AdamW decays weights decoupled (`p ← p·(1 − lr·λ)`); Adam adds `λ·p` to the gradient. In both,
+/// a frozen tensor gets no moments and no decay.
+public final class Adam: Optimizer {
+    public var learningRate: Float
+    public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
+    /// Decoupled weight decay (AdamW) instead of L2 on the gradient (Adam).
+    public let decoupledWeightDecay: Bool
+
+    struct State {
+        var firstMoment: Tensor
+        var secondMoment: Tensor
+        var step: Int
+    }
+    private var states: [String: State] = [:]
+
+    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, decoupledWeightDecay: Bool = false) {
+        self.learningRate = learningRate
+        self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
+        self.weightDecay = weightDecay; self.decoupledWeightDecay = decoupledWeightDecay
+    }
+
+    /// `torch.optim.AdamW` (default weight decay 0.01).
+    public static func adamW(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
+                             epsilon: Float = 1e-8, weightDecay: Float = 0.01) -> Adam {
+        Adam(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: weightDecay, decoupledWeightDecay: true)
+    }
+
+    public func step(_ model: Module, gradients: [String: Tensor]) throws(OptimizerError) {
+        for (name, parameter, gradient) in try updatable(model, gradients) {
+            var state = states[name] ?? State(firstMoment: Tensor.zeros(parameter.shape), secondMoment: Tensor.zeros(parameter.shape), step: 0)
+            states[name] = nil // keep the moments uniquely referenced so they update in place
+            state.step += 1
+            let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay, decoupled = decoupledWeightDecay
+            let correction1 = 1 - Foundation.pow(b1, Float(state.step))
+            let correction2Root = (1 - Foundation.pow(b2, Float(state.step))).squareRoot()
+            let stepSize = lr / correction1
+            let decay = 1 - lr * wd
+            let ranges = writableRanges(parameter)
+            gradient.withUnsafeBufferPointer { gBuffer in
+                state.firstMoment.withUnsafeMutableBufferPointer { mBuffer in
+                    state.secondMoment.withUnsafeMutableBufferPointer { vBuffer in
+                        parameter.value.withUnsafeMutableBufferPointer { pBuffer in
+                            let g = SharedBuffer(gBuffer.baseAddress!), m = SharedBuffer(mBuffer.baseAddress!)
+                            let v = SharedBuffer(vBuffer.baseAddress!), p = SharedBuffer(pBuffer.baseAddress!)
+                            for range in ranges {
+                                Parallel.forEachChunk(count: range.count, minimumChunk: 65_536) { chunk in
+                                    for i in (range.lowerBound + chunk.lowerBound)..<(range.lowerBound + chunk.upperBound) {
+                                        var d = g[i]
+                                        if decoupled { p[i] *= decay } else if wd != 0 { d += wd * p[i] }
+                                        m[i] += (1 - b1) * (d - m[i]) // torch's lerp for weight < 0.5
+                                        v[i] = v[i] * b2 + (1 - b2) * d * d
+                                        let denominator = v[i].squareRoot() / correction2Root + eps
+                                        p[i] -= stepSize * m[i] / denominator
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            states[name] = state
+        }
+    }
+
+    public var stateBytes: Int { states.values.reduce(0) { $0 + ($1.firstMoment.count + $1.secondMoment.count) * 4 } }
+    public func releaseState(for names: Set<String>) { for name in names { states[name] = nil } }
+    public var tensorsWithState: Set<String> { Set(states.keys) }
+    /// Steps taken for `name` (0 when it has no state).
+    public func stepCount(for name: String) -> Int { states[name]?.step ?? 0 }
+}
+
+/// A raw element pointer shared with the fork-join chunks; each chunk writes a disjoint range.
+struct SharedBuffer: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Float>
+    init(_ base: UnsafeMutablePointer<Float>) { self.base = base }
+    init(_ base: UnsafePointer<Float>) { self.base = UnsafeMutablePointer(mutating: base) }
+    subscript(i: Int) -> Float {
+        get { base[i] }
+        nonmutating set { base[i] = newValue }
+    }
+}
