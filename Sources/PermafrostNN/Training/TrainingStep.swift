@@ -36,8 +36,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
 /// What one training step did.
 public struct TrainingStepResult: Sendable {
     public var loss: Float
-    /// Global gradient norm before clipping.
-    public var gradientNorm: Float
+    /// Global gradient norm before clipping (computed only when clipping).
+    public var gradientNorm: Float?
     public var memory: MemoryReport
 }
 
@@ -57,7 +57,6 @@ extension Module {
         }
         guard loss.scalar.isFinite else { throw TrainingError.nonFiniteLoss(loss.scalar) }
         let norm = maxNorm.map { PermafrostNN.clipGradientNorm(&gradients, maxNorm: $0) }
-            ?? gradients.values.reduce(Float(0)) { total, g in total + g.withUnsafeBufferPointer { $0.reduce(0) { $0 + $1 * $1 } } }.squareRoot()
         do { try optimizer.step(self, gradients: gradients) } catch { throw TrainingError.optimizer(error) }
         let memory = MemoryReport(
             parameterBytes: parameterCount * 4,

@@ -31,6 +31,32 @@ enum BLAS {
         let lda = lda ?? (transposeA ? m : k)
         let ldb = ldb ?? (transposeB ? k : n)
         let ldc = ldc ?? n
+        // BLAS runs single-threaded; the engine splits large products across its own pool. OpenBLAS's
+        // threads spin for ~0.1 s after each call and starve any other thread on a 2-core machine, so
+        // one pool for everything is much faster than two pools fighting.
+        let threads = Parallel.threadCount
+        if threads > 1 && m * n * k >= 1 << 21 && max(m, n) >= 2 * threads * 16 {
+            let splitRows = m > n
+            let extent = splitRows ? m : n
+            // Blocks of whole 16-element panels keep BLAS's micro-kernels full.
+            let block = ((extent + threads - 1) / threads + 15) / 16 * 16
+            let parts = (extent + block - 1) / block
+            let pa = SendablePointer(UnsafeMutablePointer(mutating: a)), pb = SendablePointer(UnsafeMutablePointer(mutating: b))
+            let pc = SendablePointer(c)
+            Parallel.run(parts) { part in
+                let start = part * block, size = min(block, extent - start)
+                if splitRows {
+                    let aBlock = transposeA ? pa.base + start : pa.base + start * lda
+                    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                                Int32(size), Int32(n), Int32(k), alpha, aBlock, Int32(lda), pb.base, Int32(ldb), beta, pc.base + start * ldc, Int32(ldc))
+                } else {
+                    let bBlock = transposeB ? pb.base + start * ldb : pb.base + start
+                    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                                Int32(m), Int32(size), Int32(k), alpha, pa.base, Int32(lda), bBlock, Int32(ldb), beta, pc.base + start, Int32(ldc))
+                }
+            }
+            return
+        }
         cblas_sgemm(
             CblasRowMajor,
             transposeA ? CblasTrans : CblasNoTrans,

@@ -3,7 +3,7 @@
 extension Tensor {
     /// `f` applied to every element (no autodiff).
     @inline(__always)
-    func mapElements(_ f: (Float) -> Float) -> Tensor {
+    func mapElements<F: UnaryElementFunction>(_ f: F) -> Tensor {
         KernelCounters.count(.elementwise, flops: count)
         let result = TensorStorage(uninitializedCount: count)
         let source = SendablePointer(storage.base), destination = SendablePointer(result.base)
@@ -15,7 +15,7 @@ extension Tensor {
 
     /// `f` applied element by element to two tensors of the same shape (no autodiff).
     @inline(__always)
-    static func zipElements(_ a: Tensor, _ b: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
+    static func zipElements<F: BinaryElementFunction>(_ a: Tensor, _ b: Tensor, _ f: F) -> Tensor {
         precondition(a.shape == b.shape, "element-wise kernel needs equal shapes, got \(a.shape) and \(b.shape)")
         KernelCounters.count(.elementwise, flops: a.count)
         let result = TensorStorage(uninitializedCount: a.count)
@@ -29,7 +29,7 @@ extension Tensor {
 
     /// `f` applied element by element to three tensors of the same shape (no autodiff).
     @inline(__always)
-    static func zipElements(_ a: Tensor, _ b: Tensor, _ c: Tensor, _ f: (Float, Float, Float) -> Float) -> Tensor {
+    static func zipElements<F: TernaryElementFunction>(_ a: Tensor, _ b: Tensor, _ c: Tensor, _ f: F) -> Tensor {
         precondition(a.shape == b.shape && b.shape == c.shape,
                      "element-wise kernel needs equal shapes, got \(a.shape), \(b.shape) and \(c.shape)")
         KernelCounters.count(.elementwise, flops: a.count)
@@ -44,7 +44,7 @@ extension Tensor {
 
     /// `f(a, b)` with NumPy broadcasting (no autodiff).
     @inline(__always)
-    static func broadcastElements(_ a: Tensor, _ b: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
+    static func broadcastElements<F: BinaryElementFunction>(_ a: Tensor, _ b: Tensor, _ f: F) -> Tensor {
         if a.shape == b.shape { return zipElements(a, b, f) }
         guard let shape = Shape.broadcast(a.shape, b.shape) else {
             preconditionFailure("shapes \(a.shape) and \(b.shape) cannot be broadcast together")

@@ -43,10 +43,16 @@ public enum Parallel {
         return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
+    /// BLAS always runs single-threaded inside the engine's own pool (see `BLAS.sgemm`).
     private static func applyToBLAS(_ threads: Int) {
         #if canImport(CBLAS)
-        openblas_set_num_threads(Int32(threads))
+        openblas_set_num_threads(1)
         #endif
+    }
+
+    /// Runs `body(0..<parts)` in parallel, one call per part.
+    public static func run(_ parts: Int, _ body: (Int) -> Void) {
+        WorkerPool.shared.run(parts, threads: threadCount, body)
     }
 
     /// Splits `0..<count` into contiguous chunks of at least `minimumChunk` items and runs `body` on
@@ -63,14 +69,10 @@ public enum Parallel {
             return
         }
         let size = (count + chunks - 1) / chunks
-        withoutActuallyEscaping(body) { body in
-            // Chunks write disjoint ranges; the closure never outlives this call.
-            let shared = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let start = chunk * size
-                let end = min(count, start + size)
-                if start < end { shared.value(start..<end) }
-            }
+        WorkerPool.shared.run(chunks, threads: threads) { chunk in
+            let start = chunk * size
+            let end = min(count, start + size)
+            if start < end { body(start..<end) }
         }
     }
 }

@@ -7,7 +7,7 @@
 extension Tensor {
     /// Reduction of `self` over `axes` (sorted, non-negative) to the shape with those axes set to 1.
     @inline(__always)
-    func reduceElements(axes: [Int], initial: Float, combine: (Float, Float) -> Float) -> Tensor {
+    func reduceElements<F: BinaryElementFunction>(axes: [Int], initial: Float, combine: F) -> Tensor {
         var keptShape = shape
         for axis in axes { keptShape[axis] = 1 }
         let outputCount = Shape.count(keptShape)

@@ -12,7 +12,7 @@ extension Tensor {
     }
 
     public static func + (lhs: Tensor, rhs: Tensor) -> Tensor {
-        var result = broadcastElements(lhs, rhs, +)
+        var result = broadcastElements(lhs, rhs, Element.Add())
         let (sa, sb) = (lhs.shape, rhs.shape)
         result.recordOperation("add", inputs: [lhs, rhs]) { g, needs in
             [needs[0] ? g.summed(toShape: sa) : nil, needs[1] ? g.summed(toShape: sb) : nil]
@@ -21,37 +21,37 @@ extension Tensor {
     }
 
     public static func - (lhs: Tensor, rhs: Tensor) -> Tensor {
-        var result = broadcastElements(lhs, rhs, -)
+        var result = broadcastElements(lhs, rhs, Element.Subtract())
         let (sa, sb) = (lhs.shape, rhs.shape)
         result.recordOperation("sub", inputs: [lhs, rhs]) { g, needs in
-            [needs[0] ? g.summed(toShape: sa) : nil, needs[1] ? g.mapElements { -$0 }.summed(toShape: sb) : nil]
+            [needs[0] ? g.summed(toShape: sa) : nil, needs[1] ? g.mapElements(Element.Negate()).summed(toShape: sb) : nil]
         }
         return result
     }
 
     public static func * (lhs: Tensor, rhs: Tensor) -> Tensor {
-        var result = broadcastElements(lhs, rhs, *)
+        var result = broadcastElements(lhs, rhs, Element.Multiply())
         result.recordOperation("mul", inputs: [lhs, rhs]) { g, needs in
-            [needs[0] ? broadcastElements(g, rhs.detached(), *).summed(toShape: lhs.shape) : nil,
-             needs[1] ? broadcastElements(g, lhs.detached(), *).summed(toShape: rhs.shape) : nil]
+            [needs[0] ? broadcastElements(g, rhs.detached(), Element.Multiply()).summed(toShape: lhs.shape) : nil,
+             needs[1] ? broadcastElements(g, lhs.detached(), Element.Multiply()).summed(toShape: rhs.shape) : nil]
         }
         return result
     }
 
     public static func / (lhs: Tensor, rhs: Tensor) -> Tensor {
-        var result = broadcastElements(lhs, rhs, /)
+        var result = broadcastElements(lhs, rhs, Element.Divide())
         let quotient = result.detached()
         result.recordOperation("div", inputs: [lhs, rhs]) { g, needs in
-            [needs[0] ? broadcastElements(g, rhs.detached(), /).summed(toShape: lhs.shape) : nil,
-             needs[1] ? broadcastElements(broadcastElements(g, quotient, *), rhs.detached()) { -$0 / $1 }
+            [needs[0] ? broadcastElements(g, rhs.detached(), Element.Divide()).summed(toShape: lhs.shape) : nil,
+             needs[1] ? broadcastElements(broadcastElements(g, quotient, Element.Multiply()), rhs.detached(), Element.NegatedQuotient())
                 .summed(toShape: rhs.shape) : nil]
         }
         return result
     }
 
     public static prefix func - (operand: Tensor) -> Tensor {
-        var result = operand.mapElements { -$0 }
-        result.recordOperation("neg", inputs: [operand]) { g, _ in [g.mapElements { -$0 }] }
+        var result = operand.mapElements(Element.Negate())
+        result.recordOperation("neg", inputs: [operand]) { g, _ in [g.mapElements(Element.Negate())] }
         return result
     }
 

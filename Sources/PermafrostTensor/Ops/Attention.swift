@@ -28,7 +28,7 @@ public func scaledDotProductAttention(
     switch mask {
     case .none: break
     case .additive(let bias): scores = scores + bias
-    case .keep(let allowed): scores = scores + allowed.mapElements { $0 != 0 ? 0 : -.infinity }
+    case .keep(let allowed): scores = scores + allowed.mapElements(Element.MaskToAdditive())
     case .causal:
         let l = scores.shape[scores.rank - 2], s = scores.shape[scores.rank - 1]
         let bias = Tensor(shape: [l, s]) { b in

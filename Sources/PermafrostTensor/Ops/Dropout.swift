@@ -9,8 +9,8 @@ extension Tensor {
         let mask = Tensor(shape: shape) { buffer in
             for i in buffer.indices { buffer[i] = generator.nextUnitFloat() >= probability ? scale : 0 }
         }
-        var result = Tensor.zipElements(self, mask, *)
-        result.recordOperation("dropout", inputs: [self]) { g, _ in [Tensor.zipElements(g, mask, *)] }
+        var result = Tensor.zipElements(self, mask, Element.Multiply())
+        result.recordOperation("dropout", inputs: [self]) { g, _ in [Tensor.zipElements(g, mask, Element.Multiply())] }
         return result
     }
 }

@@ -8,7 +8,7 @@ extension Tensor {
     /// Sum over `axes` (all axes when `nil`).
     public func sum(alongAxes axes: [Int]? = nil, keepingDimensions: Bool = false) -> Tensor {
         let axes = axes.map { Shape.normalize(axes: $0, shape: shape) } ?? Array(0..<rank)
-        var result = reduceElements(axes: axes, initial: 0, combine: +).reshaped(reducedShape(axes, keeping: keepingDimensions))
+        var result = reduceElements(axes: axes, initial: 0, combine: Element.Add()).reshaped(reducedShape(axes, keeping: keepingDimensions))
         let keptShape = reducedShape(axes, keeping: true), inputShape = shape
         result.recordOperation("sum", inputs: [self]) { g, _ in [g.reshaped(keptShape).broadcast(to: inputShape)] }
         return result
@@ -25,14 +25,14 @@ extension Tensor {
     /// (as PyTorch's `amax`).
     public func max(alongAxes axes: [Int]? = nil, keepingDimensions: Bool = false) -> Tensor {
         let axes = axes.map { Shape.normalize(axes: $0, shape: shape) } ?? Array(0..<rank)
-        let kept = reduceElements(axes: axes, initial: -.infinity) { Swift.max($0, $1) }
+        let kept = reduceElements(axes: axes, initial: -.infinity, combine: Element.Maximum())
         var result = kept.reshaped(reducedShape(axes, keeping: keepingDimensions))
         let input = detached(), keptShape = kept.shape
         result.recordOperation("max", inputs: [self]) { g, _ in
-            let isMax = Tensor.broadcastElements(input, kept) { $0 == $1 ? 1 : 0 }
-            let ties = isMax.reduceElements(axes: axes, initial: 0, combine: +)
-            let share = Tensor.zipElements(g.reshaped(keptShape), ties, /)
-            return [Tensor.broadcastElements(isMax, share, *)]
+            let isMax = Tensor.broadcastElements(input, kept, Element.IsEqual())
+            let ties = isMax.reduceElements(axes: axes, initial: 0, combine: Element.Add())
+            let share = Tensor.zipElements(g.reshaped(keptShape), ties, Element.Divide())
+            return [Tensor.broadcastElements(isMax, share, Element.Multiply())]
         }
         return result
     }

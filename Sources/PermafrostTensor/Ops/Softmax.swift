@@ -21,7 +21,7 @@ extension Tensor {
                 if maximum == -.infinity { maximum = 0 }
                 var total: Float = 0
                 for j in 0..<extent {
-                    let e = Foundation.exp(x[j * inner] - maximum)
+                    let e = FastMath.exp(x[j * inner] - maximum)
                     y[j * inner] = e
                     total += e
                 }
@@ -44,8 +44,8 @@ extension Tensor {
         let y = result.detached()
         result.recordOperation("softmax", inputs: [self]) { g, _ in
             // dx = y · (g − Σ g·y)
-            let dot = Tensor.zipElements(g, y, *).reduceElements(axes: [axis], initial: 0, combine: +)
-            return [Tensor.zipElements(y, Tensor.broadcastElements(g, dot, -), *)]
+            let dot = Tensor.zipElements(g, y, Element.Multiply()).reduceElements(axes: [axis], initial: 0, combine: Element.Add())
+            return [Tensor.zipElements(y, Tensor.broadcastElements(g, dot, Element.Subtract()), Element.Multiply())]
         }
         return result
     }
@@ -57,9 +57,9 @@ extension Tensor {
         let y = result.detached()
         result.recordOperation("log_softmax", inputs: [self]) { g, _ in
             // dx = g − softmax · Σ g
-            let total = g.reduceElements(axes: [axis], initial: 0, combine: +)
-            let probabilities = y.mapElements(Foundation.exp)
-            return [Tensor.zipElements(g, Tensor.broadcastElements(probabilities, total, *), -)]
+            let total = g.reduceElements(axes: [axis], initial: 0, combine: Element.Add())
+            let probabilities = y.mapElements(Element.Exp())
+            return [Tensor.zipElements(g, Tensor.broadcastElements(probabilities, total, Element.Multiply()), Element.Subtract())]
         }
         return result
     }
