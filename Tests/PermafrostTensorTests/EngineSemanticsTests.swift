@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import PermafrostTensor
 
@@ -108,5 +109,34 @@ final class ReadmeExampleTests: XCTestCase {
         XCTAssertNil(gradients[0])
         XCTAssertEqual(gradients[1]?.shape, [10, 256])
         XCTAssertEqual(statistics.gemms.map(\.role), [.forward, .forward, .weightGradient])
+    }
+}
+
+final class FastMathTests: XCTestCase {
+    /// The vectorisable exp/tanh/sigmoid stay within a few ulp of the Double-precision functions.
+    func testAccuracyAgainstDoublePrecision() {
+        var worstExp: Double = 0, worstTanh: Double = 0, worstSigmoid: Double = 0
+        var x: Float = -87
+        while x < 88.5 {
+            let e = Foundation.exp(Double(x))
+            worstExp = max(worstExp, Swift.abs(Double(FastMath.exp(x)) - e) / e)
+            x += 0.0137
+        }
+        x = -12
+        while x < 12 {
+            let t = Foundation.tanh(Double(x)), s = 1 / (1 + Foundation.exp(-Double(x)))
+            worstTanh = max(worstTanh, Swift.abs(Double(FastMath.tanh(x)) - t) / Swift.max(Swift.abs(t), 1e-30))
+            worstSigmoid = max(worstSigmoid, Swift.abs(Double(FastMath.sigmoid(x)) - s) / s)
+            x += 0.000731
+        }
+        XCTAssertLessThan(worstExp, 4e-7)
+        XCTAssertLessThan(worstTanh, 6e-7)
+        XCTAssertLessThan(worstSigmoid, 6e-7)
+        XCTAssertEqual(FastMath.exp(-200), 0)
+        XCTAssertEqual(FastMath.exp(200), .infinity)
+        XCTAssert(FastMath.exp(.nan).isNaN && FastMath.tanh(.nan).isNaN)
+        XCTAssertEqual(FastMath.tanh(30), 1)
+        XCTAssertEqual(FastMath.tanh(-30), -1)
+        XCTAssertEqual(FastMath.tanh(0), 0)
     }
 }

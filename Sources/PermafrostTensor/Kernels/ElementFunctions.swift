@@ -110,7 +110,7 @@ public enum FastMath {
     @inline(__always)
     public static func exp(_ x: Float) -> Float {
         // e^x = 2^n · e^r, n = round(x·log2 e), r = x − n·ln2 in [−ln2/2, ln2/2].
-        let clamped = Swift.min(Swift.max(x, -87.33654), 88.72283)
+        let clamped = x.isNaN ? 0 : Swift.min(Swift.max(x, -87.33654), 88.72283)
         let n = (clamped * 1.44269504088896341).rounded(.toNearestOrEven)
         let r = clamped - n * 0.693145751953125 - n * 1.42860682030941723212e-6
         // Degree-7 Taylor polynomial: truncation error < 6e-9 on the reduced range.
