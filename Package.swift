@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "PermafrostTensor", targets: ["PermafrostTensor"]),
         .library(name: "PermafrostNN", targets: ["PermafrostNN"]),
         .library(name: "PermafrostIO", targets: ["PermafrostIO"]),
+        .library(name: "PermafrostModels", targets: ["PermafrostModels"]),
+        .library(name: "PermafrostDiffusion", targets: ["PermafrostDiffusion"]),
         .executable(name: "permafrost", targets: ["permafrost"]),
     ],
     dependencies: [
@@ -43,18 +45,35 @@ let package = Package(
             dependencies: ["PermafrostTensor", "PermafrostNN", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: kernelSettings
         ),
+        .target(
+            name: "PermafrostModels",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO"],
+            swiftSettings: kernelSettings
+        ),
+        .target(
+            name: "PermafrostDiffusion",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels"],
+            swiftSettings: kernelSettings
+        ),
         .executableTarget(
             name: "permafrost",
             dependencies: [
                 "PermafrostTensor",
                 "PermafrostNN",
                 "PermafrostIO",
+                "PermafrostModels",
+                "PermafrostDiffusion",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "PermafrostTensorTests",
             dependencies: ["PermafrostTensor"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "PermafrostModelsTests",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
