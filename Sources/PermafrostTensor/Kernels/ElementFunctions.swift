@@ -111,7 +111,10 @@ public enum FastMath {
     public static func exp(_ x: Float) -> Float {
         // e^x = 2^n · e^r, n = round(x·log2 e), r = x − n·ln2 in [−ln2/2, ln2/2].
         let clamped = x.isNaN ? 0 : Swift.min(Swift.max(x, -87.33654), 88.72283)
-        let n = (clamped * 1.44269504088896341).rounded(.toNearestOrEven)
+        // Round to nearest with the 1.5·2²³ trick: plain adds vectorise, `rounded()` is a libm call
+        // on the SSE2 baseline and blocks vectorisation of the whole loop.
+        let magic: Float = 12_582_912
+        let n = (clamped * 1.44269504088896341 + magic) - magic
         let r = clamped - n * 0.693145751953125 - n * 1.42860682030941723212e-6
         // Degree-7 Taylor polynomial: truncation error < 6e-9 on the reduced range.
         var p: Float = 1.0 / 5040

@@ -1,9 +1,14 @@
-/// 2-D convolution (cross-correlation, as PyTorch's `conv2d`) by im2col + GEMM.
+import Synchronization
+
+/// 2-D convolution (cross-correlation, as PyTorch's `conv2d`) by im2col + GEMM, one image at a time.
 ///
-/// The batch is unfolded into one column matrix `[C·KH·KW, N·Ho·Wo]` so each group is a single
-/// large GEMM (small per-image GEMMs waste most of BLAS's speed); batches whose columns would
-/// exceed ``Conv2DGeometry/columnBudget`` elements are processed in chunks. Backward recomputes the
-/// columns only when the filter needs a gradient, and runs the `col2im` GEMM only when the input does.
+/// Threads take whole images: each unfolds its image into a private column matrix
+/// `[C·KH·KW, Ho·Wo]` that stays in L2, multiplies it by the filter straight into the output (no
+/// permutation), and in backward accumulates a private filter gradient. This measured faster than
+/// unfolding the whole batch into one large GEMM, whose 30 MB column matrix streamed through memory
+/// three times and needed a transposed copy of the output. A 1×1, stride-1, unpadded convolution
+/// skips im2col entirely. Backward recomputes the columns only when the filter needs a gradient and
+/// runs the `col2im` GEMM only when the input needs one.
 struct Conv2DGeometry: Sendable {
     var batch: Int, inChannels: Int, height: Int, width: Int
     var outChannels: Int, kernelHeight: Int, kernelWidth: Int
@@ -16,82 +21,94 @@ struct Conv2DGeometry: Sendable {
     var columnRows: Int { inChannels * kernelHeight * kernelWidth }
     var groupColumnRows: Int { groupInChannels * kernelHeight * kernelWidth }
 
-    /// Largest column matrix, in elements, built at once (64 MiB).
-    static let columnBudget = 16 << 20
+    /// 1×1, stride 1, no padding: the image already is its column matrix.
+    var isPointwise: Bool {
+        kernelHeight == 1 && kernelWidth == 1 && strideH == 1 && strideW == 1 && padH == 0 && padW == 0
+    }
 
-    /// Fills `columns` (`[C·KH·KW, count·Ho·Wo]`) from images `first..<first+count` of `input`.
-    func im2col(input: UnsafePointer<Float>, first: Int, count: Int, columns: UnsafeMutablePointer<Float>) {
-        let oh = outHeight, ow = outWidth, spatial = oh * ow, width = count * spatial
-        KernelCounters.count(.im2col, flops: columnRows * width)
-        let source = SendablePointer(UnsafeMutablePointer(mutating: input)), destination = SendablePointer(columns)
-        let geometry = self
-        Parallel.forEachChunk(count: columnRows, minimumChunk: Swift.max(1, 16_384 / Swift.max(width, 1))) { rows in
-            for row in rows {
-                let kw = row % geometry.kernelWidth
-                let kh = (row / geometry.kernelWidth) % geometry.kernelHeight
-                let c = row / (geometry.kernelWidth * geometry.kernelHeight)
-                let out = destination.base + row * width
-                for n in 0..<count {
-                    let image = source.base + ((first + n) * geometry.inChannels + c) * geometry.height * geometry.width
-                    let o = out + n * spatial
-                    for y in 0..<oh {
-                        let iy = y * geometry.strideH - geometry.padH + kh * geometry.dilationH
-                        let line = o + y * ow
-                        if iy < 0 || iy >= geometry.height {
-                            for x in 0..<ow { line[x] = 0 }
-                            continue
-                        }
-                        let inputLine = image + iy * geometry.width
-                        let x0 = kw * geometry.dilationW - geometry.padW
-                        if geometry.strideW == 1 && x0 >= 0 && x0 + ow <= geometry.width {
-                            line.update(from: inputLine + x0, count: ow)
-                        } else {
-                            for x in 0..<ow {
-                                let ix = x * geometry.strideW + x0
-                                line[x] = ix >= 0 && ix < geometry.width ? inputLine[ix] : 0
-                            }
-                        }
-                    }
+    /// Runs `body` over contiguous ranges of images, one range per thread (or one range when the
+    /// batch is smaller than the thread count, so each GEMM can split across threads instead).
+    func forEachImage(_ body: (Range<Int>) -> Void) {
+        let threads = Parallel.threadCount
+        if batch < threads || threads == 1 {
+            body(0..<batch)
+            return
+        }
+        let per = (batch + threads - 1) / threads
+        Parallel.run(threads) { t in
+            let start = t * per, end = Swift.min(batch, start + per)
+            if start < end { body(start..<end) }
+        }
+    }
+
+    /// Fills `columns` (`[C·KH·KW, Ho·Wo]`) from one image (`[C, H, W]`).
+    func im2col(image: UnsafePointer<Float>, columns: UnsafeMutablePointer<Float>) {
+        let oh = outHeight, ow = outWidth, spatial = oh * ow
+        for row in 0..<columnRows {
+            let kw = row % kernelWidth
+            let kh = (row / kernelWidth) % kernelHeight
+            let c = row / (kernelWidth * kernelHeight)
+            let plane = image + c * height * width
+            let out = columns + row * spatial
+            let x0 = kw * dilationW - padW
+            let (lo, hi) = validOutputColumns(offset: x0)
+            for y in 0..<oh {
+                let iy = y * strideH - padH + kh * dilationH
+                let line = out + y * ow
+                if iy < 0 || iy >= height {
+                    line.update(repeating: 0, count: ow)
+                    continue
+                }
+                let inputLine = plane + iy * width
+                for x in 0..<lo { line[x] = 0 }
+                if strideW == 1 {
+                    if hi > lo { (line + lo).update(from: inputLine + lo + x0, count: hi - lo) }
+                } else {
+                    for x in lo..<hi { line[x] = inputLine[x * strideW + x0] }
+                }
+                for x in hi..<ow { line[x] = 0 }
+            }
+        }
+    }
+
+    /// Writes the adjoint of im2col: the gradient of one image (`[C, H, W]`, overwritten) from its
+    /// column gradient.
+    func col2im(columns: UnsafePointer<Float>, inputGradient image: UnsafeMutablePointer<Float>) {
+        let oh = outHeight, ow = outWidth, spatial = oh * ow
+        image.update(repeating: 0, count: inChannels * height * width)
+        for row in 0..<columnRows {
+            let kw = row % kernelWidth
+            let kh = (row / kernelWidth) % kernelHeight
+            let c = row / (kernelWidth * kernelHeight)
+            let plane = image + c * height * width
+            let values = columns + row * spatial
+            let x0 = kw * dilationW - padW
+            let (lo, hi) = validOutputColumns(offset: x0)
+            for y in 0..<oh {
+                let iy = y * strideH - padH + kh * dilationH
+                if iy < 0 || iy >= height { continue }
+                let line = plane + iy * width, source = values + y * ow
+                if strideW == 1 {
+                    let target = line + x0
+                    for x in lo..<hi { target[x] += source[x] }
+                } else {
+                    for x in lo..<hi { line[x * strideW + x0] += source[x] }
                 }
             }
         }
     }
 
-    /// Adds `columns` back into the gradient of images `first..<first+count` (the adjoint of im2col).
-    func col2im(columns: UnsafePointer<Float>, first: Int, count: Int, inputGradient: UnsafeMutablePointer<Float>) {
-        let oh = outHeight, ow = outWidth, spatial = oh * ow, width = count * spatial
-        KernelCounters.count(.col2im, flops: columnRows * width)
-        let source = SendablePointer(UnsafeMutablePointer(mutating: columns)), destination = SendablePointer(inputGradient)
-        let geometry = self
-        let perChannel = kernelHeight * kernelWidth
-        // Channels are independent destinations, so they split across threads without races.
-        Parallel.forEachChunk(count: inChannels, minimumChunk: Swift.max(1, 16_384 / Swift.max(width * perChannel, 1))) { channels in
-            for c in channels {
-                for r in 0..<perChannel {
-                    let row = c * perChannel + r
-                    let kw = r % geometry.kernelWidth, kh = r / geometry.kernelWidth
-                    let column = source.base + row * width
-                    for n in 0..<count {
-                        let image = destination.base + ((first + n) * geometry.inChannels + c) * geometry.height * geometry.width
-                        let o = column + n * spatial
-                        for y in 0..<oh {
-                            let iy = y * geometry.strideH - geometry.padH + kh * geometry.dilationH
-                            if iy < 0 || iy >= geometry.height { continue }
-                            let line = image + iy * geometry.width, values = o + y * ow
-                            let x0 = kw * geometry.dilationW - geometry.padW
-                            for x in 0..<ow {
-                                let ix = x * geometry.strideW + x0
-                                if ix >= 0 && ix < geometry.width { line[ix] += values[x] }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+    /// Output columns `lo..<hi` whose input column `x·strideW + offset` lies inside the image.
+    @inline(__always)
+    func validOutputColumns(offset: Int) -> (Int, Int) {
+        let ow = outWidth
+        // x·s + offset ≥ 0  ⇔  x ≥ ⌈−offset / s⌉;  x·s + offset < W  ⇔  x ≤ ⌊(W − 1 − offset) / s⌋.
+        let lo = offset >= 0 ? 0 : (-offset + strideW - 1) / strideW
+        let last = width - 1 - offset
+        let hi = last < 0 ? 0 : Swift.min(ow, last / strideW + 1)
+        return (Swift.min(lo, ow), Swift.max(Swift.min(lo, ow), hi))
     }
 
-    /// Images per chunk so the column matrix stays within budget.
-    var imagesPerChunk: Int { Swift.max(1, Swift.min(batch, Self.columnBudget / Swift.max(1, columnRows * outHeight * outWidth))) }
 }
 
 extension Tensor {
@@ -116,67 +133,82 @@ extension Tensor {
                                dilationH: dilation.0, dilationW: dilation.1, groups: groups)
         precondition(g.outHeight > 0 && g.outWidth > 0, "conv2d output would be empty: input \(shape), filter \(filter.shape), padding \(padding), dilation \(dilation)")
         let spatial = g.outHeight * g.outWidth
-        var result = Tensor.zeros([g.batch, g.outChannels, g.outHeight, g.outWidth])
-        let chunk = g.imagesPerChunk
-        let columns = UnsafeMutablePointer<Float>.allocate(capacity: g.columnRows * chunk * spatial)
-        let product = UnsafeMutablePointer<Float>.allocate(capacity: g.outChannels * chunk * spatial)
-        defer { columns.deallocate(); product.deallocate() }
-        for first in Swift.stride(from: 0, to: g.batch, by: chunk) {
-            let count = Swift.min(chunk, g.batch - first), width = count * spatial
-            g.im2col(input: storage.base, first: first, count: count, columns: columns)
-            KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .forward, m: g.groupOutChannels, n: width, k: g.groupColumnRows, batch: g.groups))
-            for group in 0..<groups {
-                BLAS.sgemm(transposeA: false, transposeB: false, m: g.groupOutChannels, n: width, k: g.groupColumnRows,
-                           a: filter.storage.base + group * g.groupOutChannels * g.groupColumnRows,
-                           b: columns + group * g.groupColumnRows * width,
-                           c: product + group * g.groupOutChannels * width)
-            }
-            // [O, n, HW] → [n, O, HW], adding the bias on the way.
-            let out = result.storage.base
-            for o in 0..<g.outChannels {
-                let b = bias?.storage.base[o] ?? 0
-                for n in 0..<count {
-                    let src = product + (o * count + n) * spatial
-                    let dst = out + ((first + n) * g.outChannels + o) * spatial
-                    for i in 0..<spatial { dst[i] = src[i] + b }
+        let result = Tensor(shape: [g.batch, g.outChannels, g.outHeight, g.outWidth]) { _ in }
+        let pointwise = g.isPointwise
+        let columnCount = pointwise ? 0 : g.columnRows * spatial
+        let groupRows = g.groupColumnRows, groupOut = g.groupOutChannels
+        let x = SendablePointer(storage.base), w = SendablePointer(filter.storage.base), y = SendablePointer(result.storage.base)
+        let biasPointer = bias.map { SendablePointer($0.storage.base) }
+        KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .forward, m: groupOut, n: spatial, k: groupRows, batch: g.batch * groups))
+        if !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
+        g.forEachImage { images in
+            let scratch = ScratchBuffer(count: columnCount)
+            for n in images {
+                let image = x.base + n * g.inChannels * g.height * g.width
+                if !pointwise { g.im2col(image: image, columns: scratch.base) }
+                let columns = pointwise ? image : scratch.base
+                let out = y.base + n * g.outChannels * spatial
+                if let biasPointer {
+                    for o in 0..<g.outChannels { (out + o * spatial).initialize(repeating: biasPointer.base[o], count: spatial) }
+                }
+                for group in 0..<g.groups {
+                    BLAS.sgemm(transposeA: false, transposeB: false, m: groupOut, n: spatial, k: groupRows,
+                               a: w.base + group * groupOut * groupRows, b: columns + group * groupRows * spatial,
+                               beta: biasPointer == nil ? 0 : 1, c: out + group * groupOut * spatial)
                 }
             }
         }
+        var output = result
         let input = detached(), weights = filter.detached()
-        result.recordOperation("conv2d", inputs: bias.map { [self, filter, $0] } ?? [self, filter]) { gradient, needs in
-            let inputGradient: Tensor? = needs[0] ? Tensor.zeros(input.shape) : nil
-            let filterGradient: Tensor? = needs[1] ? Tensor.zeros(weights.shape) : nil
-            let columns = UnsafeMutablePointer<Float>.allocate(capacity: g.columnRows * chunk * spatial)
-            let permuted = UnsafeMutablePointer<Float>.allocate(capacity: g.outChannels * chunk * spatial)
-            defer { columns.deallocate(); permuted.deallocate() }
-            for first in Swift.stride(from: 0, to: g.batch, by: chunk) {
-                let count = Swift.min(chunk, g.batch - first), width = count * spatial
-                guard needs[0] || needs[1] else { break }
-                for n in 0..<count {
-                    for o in 0..<g.outChannels {
-                        (permuted + (o * count + n) * spatial).update(from: gradient.storage.base + ((first + n) * g.outChannels + o) * spatial, count: spatial)
+        output.recordOperation("conv2d", inputs: bias.map { [self, filter, $0] } ?? [self, filter]) { gradient, needs in
+            withExtendedLifetime((input, weights, gradient)) {}
+            let needsInput = needs[0], needsFilter = needs[1]
+            let inputGradient: Tensor? = needsInput ? Tensor(shape: input.shape) { _ in } : nil
+            let filterGradient: Tensor? = needsFilter ? Tensor.zeros(weights.shape) : nil
+            let x = SendablePointer(input.storage.base), w = SendablePointer(weights.storage.base), dy = SendablePointer(gradient.storage.base)
+            let dx = inputGradient.map { SendablePointer($0.storage.base) }
+            if needsFilter {
+                KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .weightGradient, m: groupOut, n: groupRows, k: spatial, batch: g.batch * g.groups))
+                if !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
+            }
+            if needsInput {
+                KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .inputGradient, m: groupRows, n: spatial, k: groupOut, batch: g.batch * g.groups))
+                if !pointwise { KernelCounters.count(.col2im, flops: g.columnRows * spatial * g.batch) }
+            }
+            // Each worker accumulates its own filter gradient; they are summed at the end.
+            let partials = Mutex<[Tensor]>([])
+            g.forEachImage { images in
+                let scratch = ScratchBuffer(count: columnCount)
+                let localFilter: Tensor? = needsFilter ? Tensor.zeros(weights.shape) : nil
+                for n in images {
+                    let image = x.base + n * g.inChannels * g.height * g.width
+                    let dOut = dy.base + n * g.outChannels * spatial
+                    if let localFilter {
+                        if !pointwise { g.im2col(image: image, columns: scratch.base) }
+                        let columns = pointwise ? image : scratch.base
+                        for group in 0..<g.groups {
+                            BLAS.sgemm(transposeA: false, transposeB: true, m: groupOut, n: groupRows, k: spatial,
+                                       a: dOut + group * groupOut * spatial, b: columns + group * groupRows * spatial,
+                                       beta: 1, c: localFilter.storage.base + group * groupOut * groupRows)
+                        }
+                    }
+                    if let dx {
+                        let dImage = dx.base + n * g.inChannels * g.height * g.width
+                        let target = pointwise ? dImage : scratch.base
+                        for group in 0..<g.groups {
+                            BLAS.sgemm(transposeA: true, transposeB: false, m: groupRows, n: spatial, k: groupOut,
+                                       a: w.base + group * groupOut * groupRows, b: dOut + group * groupOut * spatial,
+                                       c: target + group * groupRows * spatial)
+                        }
+                        if !pointwise { g.col2im(columns: scratch.base, inputGradient: dImage) }
                     }
                 }
-                if let filterGradient {
-                    g.im2col(input: input.storage.base, first: first, count: count, columns: columns)
-                    KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .weightGradient, m: g.groupOutChannels, n: g.groupColumnRows, k: width, batch: g.groups))
-                    for group in 0..<g.groups {
-                        BLAS.sgemm(transposeA: false, transposeB: true, m: g.groupOutChannels, n: g.groupColumnRows, k: width,
-                                   a: permuted + group * g.groupOutChannels * width,
-                                   b: columns + group * g.groupColumnRows * width,
-                                   beta: first == 0 ? 0 : 1,
-                                   c: filterGradient.storage.base + group * g.groupOutChannels * g.groupColumnRows)
-                    }
-                }
-                if let inputGradient {
-                    KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .inputGradient, m: g.groupColumnRows, n: width, k: g.groupOutChannels, batch: g.groups))
-                    for group in 0..<g.groups {
-                        BLAS.sgemm(transposeA: true, transposeB: false, m: g.groupColumnRows, n: width, k: g.groupOutChannels,
-                                   a: weights.storage.base + group * g.groupOutChannels * g.groupColumnRows,
-                                   b: permuted + group * g.groupOutChannels * width,
-                                   c: columns + group * g.groupColumnRows * width)
-                    }
-                    g.col2im(columns: columns, first: first, count: count, inputGradient: inputGradient.storage.base)
+                if let localFilter { partials.withLock { $0.append(localFilter) } }
+            }
+            if let filterGradient {
+                let total = filterGradient.storage.base
+                for partial in partials.withLock({ $0 }) {
+                    partial.withUnsafeBufferPointer { p in for i in 0..<p.count { total[i] += p[i] } }
                 }
             }
             var gradients: [Tensor?] = [inputGradient, filterGradient]
@@ -185,6 +217,6 @@ extension Tensor {
             }
             return gradients
         }
-        return result
+        return output
     }
 }

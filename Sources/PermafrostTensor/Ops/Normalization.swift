@@ -22,29 +22,26 @@ extension Tensor {
         let output = TensorStorage(uninitializedCount: count)
         let x = SendablePointer(storage.base), y = SendablePointer(output.base), stats = SendablePointer(statistics.storage.base)
         let gamma = scale.map { SendablePointer($0.storage.base) }, beta = shift.map { SendablePointer($0.storage.base) }
-        let length = layout.length
+        let length = layout.length, segment = layout.spatial, segments = layout.channelsPerGroup
         Parallel.forEachChunk(count: layout.rows, minimumChunk: Swift.max(1, 16_384 / Swift.max(length, 1))) { range in
             for row in range {
                 let p = x.base + row * length, q = y.base + row * length
-                var total: Float = 0
-                for j in 0..<length { total += p[j] }
-                let mean = total / Float(length)
-                var squares: Float = 0
-                for j in 0..<length { let d = p[j] - mean; squares += d * d }
-                let inverse = 1 / (squares / Float(length) + epsilon).squareRoot()
+                let mean = VectorMath.sum(p, length) / Float(length)
+                let inverse = 1 / (VectorMath.sumOfSquares(p, length, shift: mean) / Float(length) + epsilon).squareRoot()
                 stats.base[2 * row] = mean
                 stats.base[2 * row + 1] = inverse
-                if layout.spatial == 1 && layout.groups == 1 {
+                if segment == 1 {
+                    // Layer norm: one affine entry per element.
                     for j in 0..<length {
                         q[j] = (p[j] - mean) * inverse * (gamma?.base[j] ?? 1) + (beta?.base[j] ?? 0)
                     }
                 } else {
-                    for c in 0..<layout.channelsPerGroup {
-                        let channel = layout.channel(row: row, element: c * layout.spatial)
+                    for c in 0..<segments {
+                        let channel = layout.channel(row: row, element: c * segment)
                         let a = inverse * (gamma?.base[channel] ?? 1)
                         let b = (beta?.base[channel] ?? 0) - mean * a
-                        let start = c * layout.spatial
-                        for j in start..<(start + layout.spatial) { q[j] = p[j] * a + b }
+                        let ps = p + c * segment, qs = q + c * segment
+                        for j in 0..<segment { qs[j] = ps[j] * a + b }
                     }
                 }
             }
@@ -55,48 +52,101 @@ extension Tensor {
         if let scale { inputs.append(scale) }
         if let shift { inputs.append(shift) }
         result.recordOperation(name, inputs: inputs) { g, needs in
+            // The raw pointers below borrow these buffers: keep them alive for the whole backward.
+            withExtendedLifetime((statistics, input, g)) {}
             let needsInput = needs[0]
             let needsScale = scale != nil && needs[1]
             let needsShift = shift != nil && needs[scale != nil ? 2 : 1]
+            let gp = SendablePointer(g.storage.base)
             let dScale = Tensor.zeros(scale?.shape ?? [0]), dShift = Tensor.zeros(shift?.shape ?? [0])
-            if needsScale || needsShift {
-                for row in 0..<layout.rows {
-                    let p = input.storage.base + row * length, d = g.storage.base + row * length
-                    let mean = statistics.storage.base[2 * row], inverse = statistics.storage.base[2 * row + 1]
-                    for j in 0..<length {
-                        let c = layout.channel(row: row, element: j)
-                        if needsScale { dScale.storage.base[c] += d[j] * (p[j] - mean) * inverse }
-                        if needsShift { dShift.storage.base[c] += d[j] }
+            var dInput: Tensor?
+            if segment == 1 {
+                // Layer norm: parameter gradients summed over rows, split across threads by column.
+                if needsScale || needsShift {
+                    let ds = SendablePointer(dScale.storage.base), dh = SendablePointer(dShift.storage.base)
+                    Parallel.forEachChunk(count: length, minimumChunk: Swift.max(1, 16_384 / Swift.max(layout.rows, 1))) { columns in
+                        for row in 0..<layout.rows {
+                            let p = x.base + row * length, d = gp.base + row * length
+                            let mean = stats.base[2 * row], inverse = stats.base[2 * row + 1]
+                            for j in columns {
+                                if needsScale { ds.base[j] += d[j] * (p[j] - mean) * inverse }
+                                if needsShift { dh.base[j] += d[j] }
+                            }
+                        }
                     }
                 }
-            }
-            var dInput: Tensor?
-            if needsInput {
-                let dx = TensorStorage(uninitializedCount: input.count)
-                let out = SendablePointer(dx.base), gp = SendablePointer(g.storage.base)
+                if needsInput {
+                    let dx = TensorStorage(uninitializedCount: input.count)
+                    let out = SendablePointer(dx.base)
+                    Parallel.forEachChunk(count: layout.rows, minimumChunk: Swift.max(1, 16_384 / Swift.max(length, 1))) { range in
+                        for row in range {
+                            let p = x.base + row * length, d = gp.base + row * length, q = out.base + row * length
+                            let mean = stats.base[2 * row], inverse = stats.base[2 * row + 1]
+                            // dx = σ⁻¹·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)), ĝ = g·γ
+                            var sumG: Float = 0, sumGX: Float = 0
+                            for j in 0..<length {
+                                let gh = d[j] * (gamma?.base[j] ?? 1)
+                                sumG += gh
+                                sumGX += gh * (p[j] - mean)
+                            }
+                            let meanG = sumG / Float(length), meanGX = sumGX * inverse / Float(length)
+                            for j in 0..<length {
+                                q[j] = inverse * (d[j] * (gamma?.base[j] ?? 1) - meanG - (p[j] - mean) * inverse * meanGX)
+                            }
+                        }
+                    }
+                    dInput = Tensor(shape: input.shape, storage: dx)
+                }
+            } else {
+                // Group norm: per (row, channel) the sums Σg and Σg·x over the channel's spatial run
+                // give everything: the parameter gradients and the row means dx needs.
+                let partial = UnsafeMutablePointer<Float>.allocate(capacity: layout.rows * segments * 2)
+                defer { partial.deallocate() }
+                let sums = SendablePointer(partial)
+                let dx = needsInput ? TensorStorage(uninitializedCount: input.count) : nil
+                let out = dx.map { SendablePointer($0.base) }
                 Parallel.forEachChunk(count: layout.rows, minimumChunk: Swift.max(1, 16_384 / Swift.max(length, 1))) { range in
                     for row in range {
-                        let p = x.base + row * length, d = gp.base + row * length, q = out.base + row * length
+                        let p = x.base + row * length, d = gp.base + row * length
                         let mean = stats.base[2 * row], inverse = stats.base[2 * row + 1]
-                        // dx = σ⁻¹·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)), ĝ = g·γ
                         var sumG: Float = 0, sumGX: Float = 0
-                        for j in 0..<length {
-                            let gh = d[j] * (gamma?.base[layout.channel(row: row, element: j)] ?? 1)
-                            sumG += gh
-                            sumGX += gh * (p[j] - mean) * inverse
+                        for c in 0..<segments {
+                            let sd = VectorMath.sum(d + c * segment, segment)
+                            let sdx = VectorMath.dot(d + c * segment, p + c * segment, segment)
+                            sums.base[(row * segments + c) * 2] = sd
+                            sums.base[(row * segments + c) * 2 + 1] = (sdx - mean * sd) * inverse
+                            let gammaC = gamma?.base[layout.channel(row: row, element: c * segment)] ?? 1
+                            sumG += gammaC * sd
+                            sumGX += gammaC * (sdx - mean * sd)
                         }
-                        let meanG = sumG / Float(length), meanGX = sumGX / Float(length)
-                        for j in 0..<length {
-                            let gh = d[j] * (gamma?.base[layout.channel(row: row, element: j)] ?? 1)
-                            q[j] = inverse * (gh - meanG - (p[j] - mean) * inverse * meanGX)
+                        guard let out else { continue }
+                        let meanG = sumG / Float(length), meanGX = sumGX * inverse / Float(length)
+                        let q = out.base + row * length
+                        for c in 0..<segments {
+                            let gammaC = gamma?.base[layout.channel(row: row, element: c * segment)] ?? 1
+                            // dx = σ⁻¹·γ_c·g − σ⁻¹·meanG − σ⁻²·meanGX·(x − μ), as a·g + b·x + k per run.
+                            let a = inverse * gammaC, b = -inverse * inverse * meanGX
+                            let k = -inverse * meanG + inverse * inverse * meanGX * mean
+                            let ds = d + c * segment, ps = p + c * segment, qs = q + c * segment
+                            for j in 0..<segment { qs[j] = a * ds[j] + b * ps[j] + k }
                         }
                     }
                 }
-                dInput = Tensor(shape: input.shape, storage: dx)
+                if needsScale || needsShift {
+                    for row in 0..<layout.rows {
+                        for c in 0..<segments {
+                            let channel = layout.channel(row: row, element: c * segment)
+                            if needsShift { dShift.storage.base[channel] += partial[(row * segments + c) * 2] }
+                            if needsScale { dScale.storage.base[channel] += partial[(row * segments + c) * 2 + 1] }
+                        }
+                    }
+                }
+                if let dx { dInput = Tensor(shape: input.shape, storage: dx) }
             }
             var gradients: [Tensor?] = [dInput]
             if scale != nil { gradients.append(needsScale ? dScale : nil) }
             if shift != nil { gradients.append(needsShift ? dShift : nil) }
+            withExtendedLifetime((statistics, input, g)) {}
             return gradients
         }
         return result

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import PermafrostDiffusion
+import PermafrostModels
 import PermafrostNN
 import PermafrostTensor
 
@@ -15,8 +17,9 @@ struct TrainBench: ParsableCommand {
         """
     )
 
-    @Option(help: "Model: mlp (784-1024-1024-10).") var model: String = "mlp"
-    @Option(help: "Batch size.") var batch: Int = 256
+    @Option(help: "Model: mlp (784-1024-1024-10) or unet (the reference MNIST UNet2DModel, 28×28×1, epsilon-prediction MSE).")
+    var model: String = "mlp"
+    @Option(help: "Batch size (default: 256 for mlp, 32 for unet).") var batch: Int?
     @Option(help: "Threads for us and for the peer.") var threads: Int = 2
     @Option(help: "Timed steps per configuration per round (after 2 warm-up steps).") var steps: Int = 10
     @Option(help: "Interleaved rounds.") var rounds: Int = 3
@@ -27,10 +30,11 @@ struct TrainBench: ParsableCommand {
     static let configurations: [(name: String, fraction: Double?)] = [("0%", 0), ("50%", 0.5), ("80%", 0.8), ("probe", nil)]
 
     func run() throws {
-        guard model == "mlp" else { throw ValidationError("--model must be mlp (other models arrive with their issues), got '\(model)'") }
+        guard model == "mlp" || model == "unet" else { throw ValidationError("--model must be mlp or unet, got '\(model)'") }
+        let batch = self.batch ?? (model == "mlp" ? 256 : 32)
         guard batch > 0, threads > 0, steps > 0, rounds > 0 else { throw ValidationError("--batch, --threads, --steps and --rounds must be positive") }
         Parallel.threadCount = threads
-        let peer = noPeer ? nil : TorchPeer(script: PeerScripts.trainMLP)
+        let peer = noPeer ? nil : TorchPeer(script: model == "mlp" ? PeerScripts.trainMLP : PeerScripts.trainUNet(config: String(decoding: UNet2DConfig.mnistReference.jsonData(), as: UTF8.self)))
         if !noPeer && peer == nil { progress("PyTorch peer unavailable: reporting ours only.") }
         let selected = only.map { Set($0.split(separator: ",").map(String.init)) }
         let configurations = Self.configurations.filter { selected?.contains($0.name) ?? true }
@@ -38,8 +42,8 @@ struct TrainBench: ParsableCommand {
         var ours: [String: [Double]] = [:], theirs: [String: [Double]] = [:], peaks: [String: Int] = [:]
         for round in 1...rounds {
             for (name, fraction) in configurations {
-                progress("round \(round)/\(rounds)  mlp \(name) frozen")
-                let (times, peak) = try measureOurs(fraction: fraction)
+                progress("round \(round)/\(rounds)  \(model) \(name) frozen")
+                let (times, peak) = try model == "mlp" ? measureMLP(fraction: fraction, batch: batch) : measureUNet(fraction: fraction, batch: batch)
                 ours[name, default: []] += times
                 peaks[name] = max(peaks[name] ?? 0, peak)
                 if let peer, let answer = peer.request("train \(fraction.map { String($0) } ?? "probe") \(batch) \(threads) \(steps)") {
@@ -48,7 +52,7 @@ struct TrainBench: ParsableCommand {
             }
         }
         let rows = configurations.map { name, _ in
-            BenchRow(bench: "train", config: "model=mlp,frozen=\(name),batch=\(batch),threads=\(threads)",
+            BenchRow(bench: "train", config: "model=\(model),frozen=\(name),batch=\(batch),threads=\(threads)",
                      ours: median(ours[name] ?? []) * 1000, peer: theirs[name].flatMap { $0.isEmpty ? nil : median($0) * 1000 },
                      unit: "ms/step", higherIsBetter: false)
         }
@@ -64,7 +68,7 @@ struct TrainBench: ParsableCommand {
     }
 
     /// Per-step seconds and the engine's peak tensor bytes.
-    private func measureOurs(fraction: Double?) throws -> ([Double], Int) {
+    private func measureMLP(fraction: Double?, batch: Int) throws -> ([Double], Int) {
         var generator = PhiloxGenerator(seed: 1)
         let model = Sequential([Linear(784, 1024, generator: &generator), ReLU(), Linear(1024, 1024, generator: &generator), ReLU(),
                                 Linear(1024, 10, generator: &generator)])
@@ -85,7 +89,82 @@ struct TrainBench: ParsableCommand {
     }
 }
 
+extension TrainBench {
+    /// The reference UNet: epsilon-prediction MSE on noised random images, AdamW.
+    private func measureUNet(fraction: Double?, batch: Int) throws -> ([Double], Int) {
+        let unet = try UNet2DModel(config: .mnistReference, seed: 1)
+        let names = unet.namedParameters().map(\.name)
+        let frozenCount = fraction.map { Int(($0 * Double(names.count)).rounded()) } ?? names.count - 2
+        try unet.freeze(names: Array(names.prefix(frozenCount)))
+        var generator = PhiloxGenerator(seed: 2)
+        let images = Tensor(randomUniform: [batch, 1, 28, 28], lower: -1, upper: 1, generator: &generator)
+        let schedule = NoiseSchedule()
+        let optimizer = Adam.adamW(learningRate: 1e-4)
+        var times: [Double] = [], peak = 0
+        for step in 0..<(steps + 2) {
+            let start = monotonicSeconds()
+            let noise = Tensor(randomNormal: images.shape, generator: &generator)
+            let timesteps = (0..<batch).map { _ in Int(generator.nextUInt32() % 1000) }
+            let labels = (0..<batch).map { $0 % 10 }
+            let noisy = schedule.addNoise(images, noise: noise, timesteps: timesteps)
+            let result = try unet.trainingStep(optimizer: optimizer) {
+                meanSquaredError(unet(noisy, timesteps: timesteps.map(Float.init), classLabels: labels), noise)
+            }
+            if step >= 2 { times.append(monotonicSeconds() - start) }
+            peak = max(peak, result.memory.peakBytes)
+        }
+        return (times, peak)
+    }
+}
+
 extension PeerScripts {
+    static func trainUNet(config: String) -> String {
+        """
+    import json, sys, time
+    import torch
+    from diffusers import UNet2DModel
+    # torch 2.13.0+cpu segfaults in the channels-last GroupNorm backward (diffusers' attention
+    # group norm sees a transposed input) when the norm's weight is frozen but its input needs a
+    # gradient; a contiguous input takes the working kernel.
+    _group_norm = torch.nn.GroupNorm.forward
+    torch.nn.GroupNorm.forward = lambda self, x: _group_norm(self, x.contiguous())
+    config = json.loads(\(String(reflecting: config)))
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    print("ready", torch.__version__, flush=True)
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        fraction, batch, threads, steps = parts[1], int(parts[2]), int(parts[3]), int(parts[4])
+        torch.set_num_threads(threads)
+        torch.manual_seed(1)
+        model = UNet2DModel(**config)
+        params = list(model.named_parameters())
+        frozen = len(params) - 2 if fraction == "probe" else int(round(float(fraction) * len(params)))
+        for i, (_, p) in enumerate(params):
+            p.requires_grad_(i >= frozen)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        images = torch.rand(batch, 1, 28, 28) * 2 - 1
+        alphas = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+        times = []
+        for step in range(steps + 2):
+            start = time.perf_counter()
+            noise = torch.randn_like(images)
+            t = torch.randint(0, 1000, (batch,))
+            a = alphas[t].sqrt().view(-1, 1, 1, 1)
+            s = (1 - alphas[t]).sqrt().view(-1, 1, 1, 1)
+            noisy = a * images + s * noise
+            labels = torch.arange(batch) % 10
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(model(noisy, t, class_labels=labels).sample, noise)
+            loss.backward()
+            optimizer.step()
+            if step >= 2:
+                times.append(time.perf_counter() - start)
+        print(" ".join(repr(t) for t in times), flush=True)
+    """
+    }
+
     static let trainMLP = """
     import sys, time
     import torch
