@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "PermafrostIO", targets: ["PermafrostIO"]),
         .library(name: "PermafrostModels", targets: ["PermafrostModels"]),
         .library(name: "PermafrostDiffusion", targets: ["PermafrostDiffusion"]),
+        .library(name: "PermafrostEval", targets: ["PermafrostEval"]),
         .executable(name: "permafrost", targets: ["permafrost"]),
     ],
     dependencies: [
@@ -35,6 +36,11 @@ let package = Package(
             path: "Sources/CBLAS",
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZlib",
+            path: "Sources/CZlib",
+            providers: [.apt(["zlib1g-dev"])]
         ),
         .target(
             name: "PermafrostTensor",
@@ -49,7 +55,7 @@ let package = Package(
         ),
         .target(
             name: "PermafrostIO",
-            dependencies: ["PermafrostTensor", "PermafrostNN", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["PermafrostTensor", "PermafrostNN", "CZlib", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: kernelSettings
         ),
         .target(
@@ -62,6 +68,13 @@ let package = Package(
             dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels"],
             swiftSettings: kernelSettings
         ),
+        .target(
+            name: "PermafrostEval",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels",
+                           .target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+            swiftSettings: kernelSettings,
+            linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
+        ),
         .executableTarget(
             name: "permafrost",
             dependencies: [
@@ -70,6 +83,7 @@ let package = Package(
                 "PermafrostIO",
                 "PermafrostModels",
                 "PermafrostDiffusion",
+                "PermafrostEval",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -80,7 +94,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PermafrostModelsTests",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion"],
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion", "PermafrostEval"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

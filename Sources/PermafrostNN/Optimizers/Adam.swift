@@ -73,6 +73,28 @@ public final class Adam: Optimizer {
     public var tensorsWithState: Set<String> { Set(states.keys) }
     /// Steps taken for `name` (0 when it has no state).
     public func stepCount(for name: String) -> Int { states[name]?.step ?? 0 }
+
+    /// The moments and step counts, for checkpoints: tensors `m.<name>` and `v.<name>`.
+    public func exportState() -> (tensors: [(name: String, tensor: Tensor)], steps: [String: Int]) {
+        var tensors: [(String, Tensor)] = []
+        var steps: [String: Int] = [:]
+        for name in states.keys.sorted() {
+            let state = states[name]!
+            tensors.append(("m." + name, state.firstMoment))
+            tensors.append(("v." + name, state.secondMoment))
+            steps[name] = state.step
+        }
+        return (tensors, steps)
+    }
+
+    /// Restores what ``exportState()`` produced (replacing any current state).
+    public func importState(tensors: [String: Tensor], steps: [String: Int]) {
+        states = [:]
+        for (name, step) in steps {
+            guard let m = tensors["m." + name], let v = tensors["v." + name], m.shape == v.shape else { continue }
+            states[name] = State(firstMoment: m, secondMoment: v, step: step)
+        }
+    }
 }
 
 /// A raw element pointer shared with the fork-join chunks; each chunk writes a disjoint range.

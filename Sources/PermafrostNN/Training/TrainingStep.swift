@@ -15,7 +15,10 @@ public struct MemoryReport: Sendable, Codable, Equatable, CustomStringConvertibl
     public var peakBytes: Int
 
     public var description: String {
-        func mib(_ bytes: Int) -> String { String(Double(bytes) / 1_048_576 * 100 .rounded() / 100) + " MiB" }
+        func mib(_ bytes: Int) -> String {
+            let hundredths = (Double(bytes) / 1_048_576 * 100).rounded()
+            return "\(Int(hundredths) / 100).\(String(format: "%02d", Int(hundredths) % 100)) MiB"
+        }
         return "parameters \(mib(parameterBytes)), gradients \(mib(gradientBytes)), optimizer state \(mib(optimizerStateBytes)), activations \(mib(activationBytes)), peak \(mib(peakBytes))"
     }
 }

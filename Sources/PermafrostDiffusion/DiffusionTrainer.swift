@@ -1,0 +1,183 @@
+import Foundation
+import PermafrostIO
+import PermafrostModels
+import PermafrostNN
+import PermafrostTensor
+
+/// Settings of epsilon-prediction training.
+public struct DiffusionTrainingOptions: Codable, Sendable, Equatable {
+    public var steps = 5000
+    public var batchSize = 32
+    public var learningRate: Float = 1e-3
+    public var warmupSteps = 200
+    public var minimumLearningRate: Float = 1e-5
+    public var weightDecay: Float = 0.01
+    public var gradientClip: Float? = 1
+    /// EMA decay (nil: no EMA). The effective decay warms up as min(decay, (1+t)/(10+t)).
+    public var emaDecay: Float? = 0.999
+    public var checkpointEvery = 500
+    public var seed: UInt64 = 0
+    public var betaSchedule: BetaSchedule = .linear
+    public init() {}
+}
+
+/// One report from the training loop.
+public struct TrainingProgress: Sendable {
+    public var step: Int
+    public var totalSteps: Int
+    public var loss: Float
+    /// Mean loss over the last reports.
+    public var averageLoss: Float
+    public var stepsPerSecond: Double
+    public var memory: MemoryReport
+}
+
+/// Epsilon-prediction MSE training of a class-conditional `UNet2DModel`, with EMA and resumable
+/// checkpoints.
+///
+/// Each step's randomness (batch, noise, timesteps) comes from a Philox stream keyed by the step
+/// number, so a run resumed from a checkpoint continues exactly as the uninterrupted run would.
+public final class DiffusionTrainer {
+    public let model: UNet2DModel
+    public let data: LabeledImages
+    public private(set) var options: DiffusionTrainingOptions
+    public let schedule: NoiseSchedule
+    public let optimizer: Adam
+    /// Exponential moving average of every parameter, by name.
+    public private(set) var averaged: [String: Tensor]?
+    public private(set) var step = 0
+
+    public init(model: UNet2DModel, data: LabeledImages, options: DiffusionTrainingOptions) {
+        precondition(data.count > 0, "no training images")
+        self.model = model
+        self.data = data
+        self.options = options
+        schedule = NoiseSchedule(options.betaSchedule)
+        optimizer = Adam.adamW(learningRate: options.learningRate, weightDecay: options.weightDecay)
+        if options.emaDecay != nil {
+            averaged = Dictionary(uniqueKeysWithValues: model.stateDictionary().map { ($0.name, $0.tensor) })
+        }
+    }
+
+    /// The learning rate at `step`: linear warm-up, then cosine decay.
+    public func learningRate(at step: Int) -> Float {
+        LearningRateSchedule.cosine(peak: options.learningRate, minimum: options.minimumLearningRate,
+                                    warmupSteps: options.warmupSteps, totalSteps: options.steps).rate(atStep: step)
+    }
+
+    /// Runs one step and returns its loss and memory.
+    public func trainStep() throws -> TrainingStepResult {
+        var generator = PhiloxGenerator(seed: options.seed, stream: UInt64(step))
+        let indices = (0..<options.batchSize).map { _ in Int(generator.nextUInt32()) % data.count }
+        let images = data.batch(indices)
+        let labels = indices.map { data.labels[$0] }
+        let noise = Tensor(randomNormal: images.shape, generator: &generator)
+        let timesteps = indices.map { _ in Int(generator.nextUInt32()) % schedule.trainTimesteps }
+        let noisy = schedule.addNoise(images, noise: noise, timesteps: timesteps)
+        optimizer.learningRate = learningRate(at: step)
+        let result = try model.trainingStep(optimizer: optimizer, clipGradientNorm: options.gradientClip) {
+            meanSquaredError(model(noisy, timesteps: timesteps.map(Float.init), classLabels: labels), noise)
+        }
+        step += 1
+        updateAverage()
+        return result
+    }
+
+    private func updateAverage() {
+        guard let decay = options.emaDecay, var averaged else { return }
+        let d = Swift.min(decay, Float(1 + step) / Float(10 + step))
+        for (name, parameter) in model.namedParameters() where !parameter.isFrozen {
+            guard var average = averaged.removeValue(forKey: name) else { continue }
+            average.withUnsafeMutableBufferPointer { a in
+                parameter.value.withUnsafeBufferPointer { p in
+                    for i in 0..<a.count { a[i] = d * a[i] + (1 - d) * p[i] }
+                }
+            }
+            averaged[name] = average
+        }
+        self.averaged = averaged
+    }
+
+    /// Trains until `options.steps`, checkpointing into `checkpointDirectory` every
+    /// `options.checkpointEvery` steps (and at the end), reporting every step.
+    public func train(checkpointDirectory: URL?, progress: (TrainingProgress) -> Void) throws {
+        var recent: [Float] = []
+        let start = Date()
+        let firstStep = step
+        while step < options.steps {
+            let result = try trainStep()
+            recent.append(result.loss)
+            if recent.count > 50 { recent.removeFirst() }
+            let elapsed = Date().timeIntervalSince(start)
+            progress(TrainingProgress(step: step, totalSteps: options.steps, loss: result.loss,
+                                      averageLoss: recent.reduce(0, +) / Float(recent.count),
+                                      stepsPerSecond: Double(step - firstStep) / Swift.max(elapsed, 1e-9), memory: result.memory))
+            if let checkpointDirectory, step % options.checkpointEvery == 0 || step == options.steps {
+                try saveCheckpoint(to: checkpointDirectory)
+            }
+        }
+    }
+
+    /// A model holding the EMA weights (or the raw weights without EMA).
+    public func averagedModel() throws -> UNet2DModel {
+        let copy = try UNet2DModel(config: model.config)
+        for (name, parameter) in copy.namedParameters() {
+            parameter.value = averaged?[name] ?? model.parameter(named: name)!.value
+        }
+        return copy
+    }
+
+    // MARK: Checkpoints
+
+    /// Writes `model/` (raw weights, diffusers format), `ema/` (EMA weights, diffusers format) and
+    /// `state.safetensors` (optimizer moments, step, options) into `directory`. Each file is atomic;
+    /// the state is written last, so a crash leaves the previous consistent state readable.
+    public func saveCheckpoint(to directory: URL) throws {
+        try model.save(directory: directory.appendingPathComponent("model"))
+        if averaged != nil { try averagedModel().save(directory: directory.appendingPathComponent("ema")) }
+        let (tensors, steps) = optimizer.exportState()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let metadata = [
+            "permafrost.step": String(step),
+            "permafrost.adam_steps": String(decoding: try encoder.encode(steps), as: UTF8.self),
+            "permafrost.options": String(decoding: try encoder.encode(options), as: UTF8.self),
+        ]
+        try SafetensorsWriter.write(tensors.map { (name: $0.name, tensor: $0.tensor) }, metadata: metadata,
+                                    to: directory.appendingPathComponent("state.safetensors"))
+    }
+
+    /// Restores a trainer from a checkpoint directory written by ``saveCheckpoint(to:)``. `steps`
+    /// may extend the original run.
+    public static func resume(from directory: URL, data: LabeledImages, steps: Int? = nil) throws -> DiffusionTrainer {
+        let state = try SafetensorsFile(contentsOf: directory.appendingPathComponent("state.safetensors"))
+        guard let stepText = state.metadata["permafrost.step"], let step = Int(stepText),
+              let optionsText = state.metadata["permafrost.options"],
+              var options = try? JSONDecoder().decode(DiffusionTrainingOptions.self, from: Data(optionsText.utf8)),
+              let stepsText = state.metadata["permafrost.adam_steps"],
+              let adamSteps = try? JSONDecoder().decode([String: Int].self, from: Data(stepsText.utf8)) else {
+            throw DiffusionCheckpointError(path: directory.appendingPathComponent("state.safetensors").path)
+        }
+        if let steps { options.steps = steps }
+        let model = try UNet2DModel(directory: directory.appendingPathComponent("model"))
+        let trainer = DiffusionTrainer(model: model, data: data, options: options)
+        var tensors: [String: Tensor] = [:]
+        for name in state.names { tensors[name] = try state.tensor(named: name) }
+        trainer.optimizer.importState(tensors: tensors, steps: adamSteps)
+        trainer.step = step
+        if options.emaDecay != nil {
+            let emaDirectory = directory.appendingPathComponent("ema")
+            if FileManager.default.fileExists(atPath: emaDirectory.path) {
+                let ema = try UNet2DModel(directory: emaDirectory)
+                trainer.averaged = Dictionary(uniqueKeysWithValues: ema.stateDictionary().map { ($0.name, $0.tensor) })
+            }
+        }
+        return trainer
+    }
+}
+
+/// A training checkpoint whose state file lacks the step, options or optimizer step counts.
+public struct DiffusionCheckpointError: Error, CustomStringConvertible {
+    public var path: String
+    public var description: String { "'\(path)' is not a Permafrost training state (missing step, options or optimizer metadata)" }
+}

@@ -1,0 +1,68 @@
+import CZlib
+import Foundation
+
+/// zlib/gzip through the system zlib.
+public enum Compression {
+    public enum Failure: Error, Equatable, CustomStringConvertible {
+        case corrupt(String)
+        case tooLarge(limit: Int)
+        public var description: String {
+            switch self {
+            case let .corrupt(reason): return "the compressed data is corrupt (\(reason))"
+            case let .tooLarge(limit): return "the data inflates past \(limit) bytes (refused: possible decompression bomb)"
+            }
+        }
+    }
+
+    /// Whether `data` starts with the gzip magic bytes.
+    public static func isGzip(_ data: Data) -> Bool { data.count >= 2 && data[data.startIndex] == 0x1F && data[data.startIndex + 1] == 0x8B }
+
+    /// Inflates gzip or zlib data, refusing output larger than `limit` bytes.
+    public static func inflate(_ data: Data, limit: Int = 1 << 30) throws(Failure) -> Data {
+        var stream = z_stream()
+        // 15 + 32: accept both zlib and gzip headers.
+        guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw .corrupt("inflateInit failed") }
+        defer { inflateEnd(&stream) }
+        var output = Data()
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var status: Int32 = Z_OK
+        var failure: Failure?
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            stream.next_in = UnsafeMutablePointer(mutating: raw.bindMemory(to: Bytef.self).baseAddress)
+            stream.avail_in = uInt(raw.count)
+            repeat {
+                chunk.withUnsafeMutableBufferPointer { buffer in
+                    stream.next_out = buffer.baseAddress
+                    stream.avail_out = uInt(buffer.count)
+                    status = CZlib.inflate(&stream, Z_NO_FLUSH)
+                }
+                if status != Z_OK && status != Z_STREAM_END {
+                    failure = .corrupt(status == Z_BUF_ERROR ? "truncated" : "zlib status \(status)")
+                    return
+                }
+                let produced = chunk.count - Int(stream.avail_out)
+                output.append(contentsOf: chunk[0..<produced])
+                if output.count > limit { failure = .tooLarge(limit: limit); return }
+                if status != Z_STREAM_END && stream.avail_in == 0 && produced == 0 { failure = .corrupt("truncated"); return }
+            } while status != Z_STREAM_END
+        }
+        if let failure { throw failure }
+        return output
+    }
+
+    /// zlib-compresses `data` (for PNG's IDAT).
+    public static func deflate(_ data: [UInt8], level: Int32 = 6) -> [UInt8] {
+        var length = compressBound(uLong(data.count))
+        var output = [UInt8](repeating: 0, count: Int(length))
+        let status = output.withUnsafeMutableBufferPointer { out in
+            data.withUnsafeBufferPointer { input in compress2(out.baseAddress, &length, input.baseAddress, uLong(data.count), level) }
+        }
+        precondition(status == Z_OK, "zlib compress2 failed with status \(status)")
+        return Array(output[0..<Int(length)])
+    }
+
+    /// CRC-32 as PNG and gzip use it.
+    public static func crc32(_ bytes: [UInt8], initial: UInt = 0) -> UInt32 {
+        UInt32(bytes.withUnsafeBufferPointer { CZlib.crc32(uLong(initial), $0.baseAddress, uInt($0.count)) })
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import PermafrostTensor
+
+/// Why an image data set could not be read.
+public enum DatasetError: Error, Equatable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case compression(path: String, reason: String)
+    case badMagic(path: String, found: UInt32, expected: UInt32)
+    case truncated(path: String, expectedBytes: Int, actualBytes: Int)
+    case countMismatch(images: Int, labels: Int)
+    case invalidShape(path: String, reason: String)
+    case notFound(String)
+
+    public var description: String {
+        switch self {
+        case let .unreadable(path, reason): return "cannot read '\(path)': \(reason)"
+        case let .compression(path, reason): return "'\(path)': \(reason)"
+        case let .badMagic(path, found, expected): return "'\(path)' is not an IDX file of the expected kind (magic 0x\(String(found, radix: 16)), expected 0x\(String(expected, radix: 16)))"
+        case let .truncated(path, expected, actual): return "'\(path)' is truncated: its header announces \(expected) bytes of data, it holds \(actual)"
+        case let .countMismatch(images, labels): return "\(images) images but \(labels) labels"
+        case let .invalidShape(path, reason): return "'\(path)': \(reason)"
+        case let .notFound(reason): return reason
+        }
+    }
+}
+
+/// Labelled 8-bit grayscale images (MNIST's IDX format, raw or gzip'd).
+public struct LabeledImages: Sendable {
+    public var pixels: [UInt8]
+    public var labels: [Int]
+    public var height: Int
+    public var width: Int
+    public var count: Int { labels.count }
+
+    public init(pixels: [UInt8], labels: [Int], height: Int, width: Int) {
+        precondition(pixels.count == labels.count * height * width, "pixels do not match \(labels.count) images of \(height)×\(width)")
+        self.pixels = pixels; self.labels = labels; self.height = height; self.width = width
+    }
+
+    /// Reads an images file and a labels file.
+    public init(images: URL, labels: URL) throws(DatasetError) {
+        let (imageBytes, imageHeader) = try Self.read(images, magic: 0x803, dimensions: 3)
+        let (labelBytes, labelHeader) = try Self.read(labels, magic: 0x801, dimensions: 1)
+        guard imageHeader[0] == labelHeader[0] else { throw .countMismatch(images: imageHeader[0], labels: labelHeader[0]) }
+        self.init(pixels: imageBytes, labels: labelBytes.map(Int.init), height: imageHeader[1], width: imageHeader[2])
+    }
+
+    /// Reads `<prefix>-images-idx3-ubyte[.gz]` and `<prefix>-labels-idx1-ubyte[.gz]` in `directory`.
+    public init(directory: URL, split: String) throws(DatasetError) {
+        func locate(_ name: String) throws(DatasetError) -> URL {
+            for candidate in [name + ".gz", name] {
+                let url = directory.appendingPathComponent(candidate)
+                if FileManager.default.fileExists(atPath: url.path) { return url }
+            }
+            throw .notFound("no '\(name)' or '\(name).gz' in '\(directory.path)'")
+        }
+        try self.init(images: try locate("\(split)-images-idx3-ubyte"), labels: try locate("\(split)-labels-idx1-ubyte"))
+    }
+
+    private static func read(_ url: URL, magic: UInt32, dimensions: Int) throws(DatasetError) -> ([UInt8], [Int]) {
+        var data: Data
+        do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: url.path, reason: (error as NSError).localizedDescription) }
+        if Compression.isGzip(data) {
+            do { data = try Compression.inflate(data, limit: 1 << 31) } catch { throw .compression(path: url.path, reason: error.description) }
+        }
+        let bytes = [UInt8](data)
+        let headerSize = 4 + 4 * dimensions
+        func word(_ i: Int) -> UInt32 { bytes[i..<(i + 4)].reduce(0) { $0 << 8 | UInt32($1) } }
+        guard bytes.count >= 4 else { throw .truncated(path: url.path, expectedBytes: headerSize, actualBytes: bytes.count) }
+        guard word(0) == magic else { throw .badMagic(path: url.path, found: word(0), expected: magic) }
+        guard bytes.count >= headerSize else { throw .truncated(path: url.path, expectedBytes: headerSize, actualBytes: bytes.count) }
+        let header = (0..<dimensions).map { Int(word(4 + 4 * $0)) }
+        guard header.dropFirst().allSatisfy({ $0 > 0 && $0 <= 4096 }) else { throw .invalidShape(path: url.path, reason: "image size \(header.dropFirst()) outside 1…4096") }
+        let expected = header.reduce(1, *)
+        guard bytes.count - headerSize >= expected else { throw .truncated(path: url.path, expectedBytes: expected, actualBytes: bytes.count - headerSize) }
+        return (Array(bytes[headerSize..<(headerSize + expected)]), header)
+    }
+
+    /// The images with these labels, in order.
+    public func filtered(_ keep: Set<Int>) -> LabeledImages { selecting(labels.indices.filter { keep.contains(labels[$0]) }) }
+
+    /// The images at `indices`.
+    public func selecting(_ indices: [Int]) -> LabeledImages {
+        let size = height * width
+        var pixels = [UInt8]()
+        pixels.reserveCapacity(indices.count * size)
+        for i in indices { pixels += self.pixels[(i * size)..<((i + 1) * size)] }
+        return LabeledImages(pixels: pixels, labels: indices.map { labels[$0] }, height: height, width: width)
+    }
+
+    /// Labels remapped (e.g. Fashion-MNIST class 1 → model slot 10).
+    public func relabeled(_ map: [Int: Int]) -> LabeledImages {
+        LabeledImages(pixels: pixels, labels: labels.map { map[$0] ?? $0 }, height: height, width: width)
+    }
+
+    /// Two sets together.
+    public static func + (lhs: LabeledImages, rhs: LabeledImages) -> LabeledImages {
+        precondition(lhs.height == rhs.height && lhs.width == rhs.width, "cannot join \(lhs.height)×\(lhs.width) and \(rhs.height)×\(rhs.width) images")
+        return LabeledImages(pixels: lhs.pixels + rhs.pixels, labels: lhs.labels + rhs.labels, height: lhs.height, width: lhs.width)
+    }
+
+    /// Images `indices` as a `[n, 1, H, W]` tensor scaled to [−1, 1] (diffusion) or [0, 1].
+    public func batch(_ indices: [Int], range: ClosedRange<Float> = -1...1) -> Tensor {
+        let size = height * width
+        let scale = (range.upperBound - range.lowerBound) / 255
+        return Tensor(shape: [indices.count, 1, height, width]) { out in
+            for (row, i) in indices.enumerated() {
+                for j in 0..<size { out[row * size + j] = range.lowerBound + scale * Float(pixels[i * size + j]) }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import PermafrostIO
+import PermafrostNN
+import PermafrostTensor
+
+/// The evaluation classifier: a small CNN for 28×28 grayscale images. Its 128-dimensional
+/// penultimate layer is the feature space of Permafrost's FID.
+///
+/// conv 1→32 (3×3) · ReLU · conv 32→32 stride 2 · ReLU · conv 32→64 · ReLU · conv 64→64 stride 2 ·
+/// ReLU · flatten · linear 3136→128 · ReLU (features) · linear 128→classes.
+public final class ImageClassifier: Module {
+    public let classes: Int
+    let body: Sequential
+    let head: Linear
+
+    public init(classes: Int, seed: UInt64 = 0) {
+        precondition(classes > 1, "a classifier needs at least 2 classes")
+        var g = PhiloxGenerator(seed: seed)
+        self.classes = classes
+        body = Sequential([
+            Conv2d(1, 32, kernelSize: 3, padding: 1, generator: &g), ReLU(),
+            Conv2d(32, 32, kernelSize: 3, stride: 2, padding: 1, generator: &g), ReLU(),
+            Conv2d(32, 64, kernelSize: 3, padding: 1, generator: &g), ReLU(),
+            Conv2d(64, 64, kernelSize: 3, stride: 2, padding: 1, generator: &g), ReLU(),
+            Flatten(), Linear(64 * 7 * 7, 128, generator: &g), ReLU(),
+        ])
+        head = Linear(128, classes, generator: &g)
+        super.init()
+        register("body", body)
+        register("head", head)
+    }
+
+    /// Penultimate features (`[n, 128]`) of `[n, 1, 28, 28]` images in [−1, 1].
+    public func features(_ images: Tensor) -> Tensor {
+        precondition(images.rank == 4 && Array(images.shape[1...]) == [1, 28, 28], "the classifier takes [n, 1, 28, 28], got \(images.shape)")
+        return body(images)
+    }
+
+    public func logits(_ images: Tensor) -> Tensor { head(features(images)) }
+
+    /// Predicted classes, in batches (no autodiff).
+    public func predict(_ images: Tensor, batch: Int = 256) -> [Int] {
+        GradientRecording.withoutRecording {
+            var result: [Int] = []
+            for start in stride(from: 0, to: images.shape[0], by: batch) {
+                let end = Swift.min(images.shape[0], start + batch)
+                let scores = logits(images.slice(alongAxis: 0, from: start, to: end))
+                scores.withUnsafeBufferPointer { p in
+                    for row in 0..<(end - start) {
+                        let values = p[(row * classes)..<((row + 1) * classes)]
+                        result.append(values.indices.max { values[$0] < values[$1] }! - row * classes)
+                    }
+                }
+            }
+            return result
+        }
+    }
+
+    /// Features of many images, in batches (no autodiff), as `[n][128]` Doubles.
+    public func featureRows(_ images: Tensor, batch: Int = 256) -> [[Double]] {
+        GradientRecording.withoutRecording {
+            var rows: [[Double]] = []
+            for start in stride(from: 0, to: images.shape[0], by: batch) {
+                let end = Swift.min(images.shape[0], start + batch)
+                let f = features(images.slice(alongAxis: 0, from: start, to: end))
+                let width = f.shape[1]
+                f.withUnsafeBufferPointer { p in
+                    for row in 0..<(end - start) { rows.append(p[(row * width)..<((row + 1) * width)].map(Double.init)) }
+                }
+            }
+            return rows
+        }
+    }
+
+    /// Saves weights (safetensors, with the class count in the metadata).
+    public func save(to url: URL) throws {
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try save(to: url, metadata: ["permafrost.model": "ImageClassifier", "classes": String(classes)])
+    }
+
+    /// Loads a classifier saved by ``save(to:)``.
+    public static func load(from url: URL) throws -> ImageClassifier {
+        let file = try SafetensorsFile(contentsOf: url)
+        guard let text = file.metadata["classes"], let classes = Int(text), classes > 1 else {
+            throw ModelConfigError.invalidField(name: "classes", reason: "'\(url.path)' is not an ImageClassifier checkpoint (no class count in its metadata)")
+        }
+        let model = ImageClassifier(classes: classes)
+        try model.load(from: file)
+        return model
+    }
+}
