@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "PermafrostModels", targets: ["PermafrostModels"]),
         .library(name: "PermafrostDiffusion", targets: ["PermafrostDiffusion"]),
         .library(name: "PermafrostEval", targets: ["PermafrostEval"]),
+        .library(name: "PermafrostFreeze", targets: ["PermafrostFreeze"]),
         .executable(name: "permafrost", targets: ["permafrost"]),
     ],
     dependencies: [
@@ -75,6 +76,12 @@ let package = Package(
             swiftSettings: kernelSettings,
             linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
+        .target(
+            name: "PermafrostFreeze",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion",
+                           .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: kernelSettings
+        ),
         .executableTarget(
             name: "permafrost",
             dependencies: [
@@ -84,6 +91,7 @@ let package = Package(
                 "PermafrostModels",
                 "PermafrostDiffusion",
                 "PermafrostEval",
+                "PermafrostFreeze",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -96,6 +104,11 @@ let package = Package(
             name: "PermafrostModelsTests",
             dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion", "PermafrostEval"],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "PermafrostFreezeTests",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion", "PermafrostFreeze",
+                           .product(name: "Crypto", package: "swift-crypto")]
         ),
         .testTarget(
             name: "PermafrostNNTests",
