@@ -61,7 +61,7 @@ struct GuardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "guard",
         abstract: "FreezeAsGuard for publishers: learn, sign, verify and inspect guard manifests.",
-        subcommands: [Keygen.self, Learn.self, Sign.self, Verify.self, Inspect.self]
+        subcommands: [Keygen.self, Learn.self, Sign.self, Verify.self, Inspect.self, EvaluateGuard.self]
     )
 
     struct Keygen: ParsableCommand {
