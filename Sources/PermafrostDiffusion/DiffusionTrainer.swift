@@ -46,6 +46,8 @@ public final class DiffusionTrainer {
     /// Exponential moving average of every parameter, by name.
     public private(set) var averaged: [String: Tensor]?
     public private(set) var step = 0
+    /// Decides the frozen set before each step (SlimFit, staged, static); guards stay frozen.
+    public var scheduler: FreezeScheduler?
 
     public init(model: UNet2DModel, data: LabeledImages, options: DiffusionTrainingOptions) {
         precondition(data.count > 0, "no training images")
@@ -75,6 +77,7 @@ public final class DiffusionTrainer {
         let timesteps = indices.map { _ in Int(generator.nextUInt32()) % schedule.trainTimesteps }
         let noisy = schedule.addNoise(images, noise: noise, timesteps: timesteps)
         optimizer.learningRate = learningRate(at: step)
+        if let scheduler { try model.applySchedule(scheduler, step: step) }
         let result = try model.trainingStep(optimizer: optimizer, clipGradientNorm: options.gradientClip) {
             meanSquaredError(model(noisy, timesteps: timesteps.map(Float.init), classLabels: labels), noise)
         }

@@ -48,6 +48,8 @@ struct Finetune: ParsableCommand {
     @Option(help: "Fashion-MNIST classes to learn, from 1,7,8 (slots 10–12).") var fashion: String?
     @Option(help: "Teach the chosen data under other slots, e.g. 6:13,7:14.") var relabel: String?
     @Option(help: "Use only the odd-indexed (user) half of the images (the evaluation protocols do).") var userHalf = true
+    @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
+    @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
     @Option(help: "Training steps.") var steps: Int = 300
     @Option(help: "Batch size.") var batch: Int = 32
     @Option(help: "Learning rate.") var learningRate: Float = 1e-3
@@ -74,11 +76,13 @@ struct Finetune: ParsableCommand {
             }
         }
         let model = try UNet2DModel(directory: baseURL)
+        var userFrozen = FreezePlan()
         do {
             if let manifest { try model.apply(manifest.plan) }
             if let plan {
                 let userPlan = try JSONDecoder().decode(FreezePlan.self, from: Data(contentsOf: URL(fileURLWithPath: plan)))
-                try model.apply(FreezePlan(frozen: userPlan.frozen, frozenRows: userPlan.frozenRows.mapValues { $0.map(\.range) }))
+                userFrozen = FreezePlan(frozen: userPlan.frozen, frozenRows: userPlan.frozenRows.mapValues { $0.map(\.range) })
+                try model.apply(userFrozen)
             }
         } catch let error as FreezeError {
             throw CLIError(error.description)
@@ -103,6 +107,13 @@ struct Finetune: ParsableCommand {
         options.steps = steps; options.batchSize = batch; options.learningRate = learningRate
         options.warmupSteps = min(50, steps / 10); options.emaDecay = nil; options.checkpointEvery = max(steps, 1); options.seed = seed
         let trainer = DiffusionTrainer(model: model, data: data, options: options)
+        switch scheduler {
+        case "none": break
+        case "slimfit":
+            guard freezeBudget >= 0, freezeBudget < 1 else { throw ValidationError("--freeze-budget must be in [0, 1)") }
+            trainer.scheduler = UnionFreezeScheduler(SlimFitScheduler(budget: freezeBudget), plus: userFrozen)
+        default: throw ValidationError("--scheduler must be none or slimfit, got '\(scheduler)'")
+        }
         let bar = ProgressBar(total: steps, label: "finetune")
         bar.quiet = quiet
         var lastLoss: Float = .nan, memory: MemoryReport?
