@@ -112,7 +112,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PermafrostNNTests",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO"],
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels"],
             resources: [.copy("Fixtures")]
         ),
     ]
