@@ -137,7 +137,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Base UNet folder.") var base: String?
     @Option(help: "Evaluation classifier.") var classifier: String?
     @Option(help: "Freeze ratio (fraction of parameters).") var ratio: Double = 0.5
-    @Option(help: "User fine-tuning steps per run.") var userSteps: Int = 150
+    @Option(help: "User fine-tuning steps per run.") var userSteps: Int = 120
     @Option(help: "Guard learning steps.") var guardSteps: Int = 40
     @Option(help: "Samples per class.") var perClass: Int = 40
     @OptionGroup var dataOptions: DataOptions
