@@ -111,6 +111,10 @@ let package = Package(
                            .product(name: "Crypto", package: "swift-crypto")]
         ),
         .testTarget(
+            name: "PermafrostCLITests",
+            dependencies: ["PermafrostIO", "permafrost"]
+        ),
+        .testTarget(
             name: "PermafrostNNTests",
             dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels"],
             resources: [.copy("Fixtures")]

@@ -100,6 +100,7 @@ extension GuardCommand {
             scale.guardSteps = guardSteps; scale.perClass = perClass; scale.ddimSteps = ddimSteps
             let out = URL(fileURLWithPath: output)
             let baseModel = try UNet2DModel(directory: URL(fileURLWithPath: base))
+            try requireCompatible(baseModel)
             let digest = try sha256Hex(of: weightsURL(base))
             let evaluation = GuardEvaluation(spec: try GuardProtocol.named(`protocol`), base: baseModel, baseDigest: digest,
                                              classifier: try ImageClassifier.load(from: URL(fileURLWithPath: classifier)),
@@ -155,6 +156,7 @@ struct Demo: ParsableCommand {
         }
         note("1/5 base: \(baseURL.path)")
         let baseModel = try UNet2DModel(directory: baseURL)
+        try requireCompatible(baseModel)
         let digest = try sha256Hex(of: baseURL.appendingPathComponent(UNet2DModel.weightsFileName))
         let classifierURL = URL(fileURLWithPath: classifier ?? models.appendingPathComponent("classifier.safetensors").path)
         guard FileManager.default.fileExists(atPath: classifierURL.path) else {

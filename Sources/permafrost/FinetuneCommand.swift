@@ -76,6 +76,7 @@ struct Finetune: ParsableCommand {
             }
         }
         let model = try UNet2DModel(directory: baseURL)
+        try requireCompatible(model, slots: 1)
         var userFrozen = FreezePlan()
         do {
             if let manifest { try model.apply(manifest.plan) }

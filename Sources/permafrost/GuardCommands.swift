@@ -46,6 +46,17 @@ struct GuardProtocol {
     }
 }
 
+/// Refuses models the shipped data cannot train: 28×28 single-channel images, class slots up to `slots`.
+func requireCompatible(_ model: UNet2DModel, slots: Int = 16) throws {
+    let c = model.config
+    guard (c.sampleSize ?? 28) == 28, c.inChannels == 1, c.outChannels == 1 else {
+        throw CLIError("the model takes \(c.inChannels)×\(c.sampleSize ?? 0)×\(c.sampleSize ?? 0) samples; the shipped data is 1×28×28")
+    }
+    guard let classes = c.numClassEmbeds, classes >= slots else {
+        throw CLIError("the model has \(c.numClassEmbeds.map(String.init) ?? "no") class slots; the protocols use \(slots) (digits 0–9, Fashion 10–12, unused 13–15)")
+    }
+}
+
 /// Epsilon-prediction loss of `model` on a batch of `data` chosen by a Philox stream.
 func diffusionLoss(_ model: UNet2DModel, data: LabeledImages, schedule: NoiseSchedule, seed: UInt64, stream: UInt64, batch: Int) -> Tensor {
     var generator = PhiloxGenerator(seed: seed, stream: stream)
@@ -107,6 +118,7 @@ struct GuardCommand: ParsableCommand {
             try engine.apply()
             let baseURL = URL(fileURLWithPath: base)
             let model = try UNet2DModel(directory: baseURL)
+            try requireCompatible(model)
             let spec = try GuardProtocol.named(`protocol`)
             let restrictedAll = GuardProtocol.half(try spec.restricted(dataOptions), publisher: true)
             let restricted = restrictedAll + GuardProtocol.maliciouslyRelabeled(restrictedAll)

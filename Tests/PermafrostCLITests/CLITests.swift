@@ -1,0 +1,100 @@
+import Foundation
+import XCTest
+import PermafrostIO
+
+/// Runs the built `permafrost` executable as a user would.
+final class CLITests: XCTestCase {
+    var executable: URL {
+        // The test bundle sits beside the products of the same build (the bundle URL is that folder on
+        // Linux, the .xctest bundle inside it on macOS).
+        let bundle = Bundle(for: CLITests.self).bundleURL
+        for directory in [bundle, bundle.deletingLastPathComponent()] {
+            let candidate = directory.appendingPathComponent("permafrost")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        }
+        return bundle.appendingPathComponent("permafrost")
+    }
+
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    @discardableResult
+    func run(_ arguments: [String], expectSuccess: Bool? = true, file: StaticString = #filePath, line: UInt = #line) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = root
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let output = String(decoding: data, as: UTF8.self)
+        if let expectSuccess {
+            XCTAssertEqual(process.terminationStatus == 0, expectSuccess, "permafrost \(arguments.joined(separator: " ")):\n\(output)", file: file, line: line)
+        }
+        return (process.terminationStatus, output)
+    }
+
+    func temporary() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    override func setUpWithError() throws {
+        // The test target depends on the executable, so it is always built: a missing binary is a failure.
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: executable.path), "permafrost executable not built at \(executable.path)")
+    }
+
+    func testGuardVerifyExitsZeroOnlyForAnIntactCorrectlySignedGuard() throws {
+        let dir = try temporary()
+        // An 8×8 fixture model does not fit the 28×28 data: a clear refusal, not a crash.
+        let small = root.appendingPathComponent("Tests/PermafrostModelsTests/Fixtures/unet_attention_classes")
+        let refusedModel = try run(["guard", "learn", "--base", small.path, "--steps", "1", "--output", dir.appendingPathComponent("g.json").path], expectSuccess: false)
+        XCTAssert(refusedModel.output.contains("shipped data is 1×28×28"), refusedModel.output)
+        let base = dir.appendingPathComponent("base")
+        try run(["pretrain", "--config", "tiny", "--steps", "2", "--batch", "2", "--output", base.path, "--quiet", "--threads", "1"])
+        try run(["guard", "keygen", "--private-key", dir.appendingPathComponent("p.key").path, "--public-key", dir.appendingPathComponent("p.pub").path])
+        try run(["guard", "keygen", "--private-key", dir.appendingPathComponent("q.key").path, "--public-key", dir.appendingPathComponent("q.pub").path])
+        let guardURL = dir.appendingPathComponent("guard.json")
+        try run(["guard", "learn", "--base", base.path, "--protocol", "near", "--steps", "5", "--batch", "2", "--ratio", "0.5",
+                 "--output", guardURL.path, "--key", dir.appendingPathComponent("p.key").path, "--threads", "1"])
+        try run(["guard", "verify", guardURL.path, "--public-key", dir.appendingPathComponent("p.pub").path, "--base", base.path, "--model", base.path])
+        // Wrong publisher key.
+        let wrong = try run(["guard", "verify", guardURL.path, "--public-key", dir.appendingPathComponent("q.pub").path], expectSuccess: false)
+        XCTAssert(wrong.output.contains("not by the trusted publisher key"), wrong.output)
+        // A modified manifest.
+        let object = try JSONSerialization.jsonObject(with: Data(try String(contentsOf: guardURL, encoding: .utf8).utf8)) as! [String: Any]
+        var tampered = object
+        tampered["frozen"] = Array((object["frozen"] as! [String]).dropLast())
+        try JSONSerialization.data(withJSONObject: tampered).write(to: dir.appendingPathComponent("tampered.json"))
+        let modified = try run(["guard", "verify", dir.appendingPathComponent("tampered.json").path], expectSuccess: false)
+        XCTAssert(modified.output.contains("signature does not verify"), modified.output)
+        // Another base.
+        let other = dir.appendingPathComponent("other")
+        try run(["pretrain", "--config", "tiny", "--steps", "1", "--batch", "2", "--seed", "5", "--output", other.path, "--quiet", "--threads", "1"])
+        let mismatch = try run(["guard", "verify", guardURL.path, "--base", other.path], expectSuccess: false)
+        XCTAssert(mismatch.output.contains("was learnt for a base checkpoint"), mismatch.output)
+        // A fine-tune refuses the guard for the wrong base, and enforces it for the right one.
+        let refused = try run(["finetune", "--base", other.path, "--guard", guardURL.path, "--digits", "6", "--steps", "1", "--batch", "2",
+                               "--output", dir.appendingPathComponent("x").path], expectSuccess: false)
+        XCTAssert(refused.output.contains("refusing to fine-tune"), refused.output)
+    }
+
+    func testCheckpointInspectAndUNetForward() throws {
+        let dir = try temporary()
+        let bad = dir.appendingPathComponent("bad.safetensors")
+        try Data([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 0x7B]).write(to: bad)
+        let inspect = try run(["checkpoint", "inspect", bad.path], expectSuccess: false)
+        XCTAssert(inspect.output.contains("header length"), inspect.output)
+        let folder = root.appendingPathComponent("Tests/PermafrostModelsTests/Fixtures/unet_attention_classes")
+        let json = try run(["checkpoint", "inspect", "--json", folder.appendingPathComponent("diffusion_pytorch_model.safetensors").path])
+        XCTAssert(json.output.contains("\"sha256\""))
+        let out = dir.appendingPathComponent("out.safetensors")
+        try run(["unet", "forward", "--model", folder.path, "--inputs", folder.appendingPathComponent("inputs_int.safetensors").path, "--output", out.path])
+        let ours = try SafetensorsFile(contentsOf: out).tensor(named: "sample").scalars
+        let expected = try SafetensorsFile(contentsOf: folder.appendingPathComponent("expected_int.safetensors")).tensor(named: "sample").scalars
+        XCTAssertLessThanOrEqual(zip(ours, expected).map { abs($0 - $1) }.max()!, 1e-4)
+    }
+}
