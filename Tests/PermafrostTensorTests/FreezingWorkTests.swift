@@ -86,3 +86,24 @@ final class FreezingWorkTests: XCTestCase {
         XCTAssertEqual(statistics.gemms.map(\.role), [.forward])
     }
 }
+
+final class ActivationSavingTests: XCTestCase {
+    /// A frozen weight needs no copy of its input for backward: the intermediate activation feeding
+    /// it is released as soon as the forward pass no longer uses it.
+    func testFrozenLayersKeepNoInputActivation() {
+        var g = PhiloxGenerator(seed: 1)
+        let x = Tensor(randomNormal: [256, 512], generator: &g).requiringGradient()
+        let weight = Tensor(randomNormal: [512, 512], generator: &g)
+        func graphBytes(weightTrainable: Bool) -> Int {
+            let w = weightTrainable ? weight.requiringGradient() : weight
+            let before = MemoryStatistics.liveBytes
+            let y = (x * 2).matmul(w, transposeOther: true) // the [256, 512] product x·2 is an intermediate
+            let held = MemoryStatistics.liveBytes - before - y.count * 4
+            withExtendedLifetime(y) {}
+            return held
+        }
+        let intermediate = 256 * 512 * 4
+        XCTAssertGreaterThanOrEqual(graphBytes(weightTrainable: true), intermediate, "a trainable weight keeps its input")
+        XCTAssertLessThan(graphBytes(weightTrainable: false), intermediate, "a frozen weight keeps no input activation")
+    }
+}

@@ -159,12 +159,15 @@ extension Tensor {
             }
         }
         var output = result
-        let input = detached(), weights = filter.detached()
+        // The input is needed only for the filter's gradient, the filter only for the input's: a frozen
+        // filter keeps no activation alive.
+        let input = filter.requiresGradient ? detached() : Tensor.zeros([0]), weights = requiresGradient ? filter.detached() : Tensor.zeros([0])
+        let (inputShape, filterShape) = (shape, filter.shape)
         output.recordOperation("conv2d", inputs: bias.map { [self, filter, $0] } ?? [self, filter]) { gradient, needs in
             withExtendedLifetime((input, weights, gradient)) {}
             let needsInput = needs[0], needsFilter = needs[1]
-            let inputGradient: Tensor? = needsInput ? Tensor(shape: input.shape) { _ in } : nil
-            let filterGradient: Tensor? = needsFilter ? Tensor.zeros(weights.shape) : nil
+            let inputGradient: Tensor? = needsInput ? Tensor(shape: inputShape) { _ in } : nil
+            let filterGradient: Tensor? = needsFilter ? Tensor.zeros(filterShape) : nil
             let x = SendablePointer(input.storage.base), w = SendablePointer(weights.storage.base), dy = SendablePointer(gradient.storage.base)
             let dx = inputGradient.map { SendablePointer($0.storage.base) }
             if needsFilter {
@@ -179,7 +182,7 @@ extension Tensor {
             let partials = Mutex<[Tensor]>([])
             g.forEachImage { images in
                 let scratch = ScratchBuffer(count: columnCount)
-                let localFilter: Tensor? = needsFilter ? Tensor.zeros(weights.shape) : nil
+                let localFilter: Tensor? = needsFilter ? Tensor.zeros(filterShape) : nil
                 for n in images {
                     let image = x.base + n * g.inChannels * g.height * g.width
                     let dOut = dy.base + n * g.outChannels * spatial

@@ -28,11 +28,14 @@ extension Tensor {
         plan.run(operation: "matmul", role: .forward, transposeA: transposeSelf, transposeB: transposeOther,
                  m: m, n: n, k: k, a: storage.base, aStrides: plan.stridesA, b: other.storage.base,
                  bStrides: plan.stridesB, c: result.storage.base, cStrides: plan.stridesC)
-        let a = detached(), b = other.detached()
+        // Keep an operand only if the other one's gradient needs it: a frozen weight keeps no input
+        // activation alive for backward, a constant input keeps no weight reference.
+        let a = other.requiresGradient ? detached() : Tensor.zeros([0]), b = requiresGradient ? other.detached() : Tensor.zeros([0])
+        let (shapeA, shapeB) = (shape, other.shape)
         result.recordOperation("matmul", inputs: [self, other]) { g, needs in
             var gradA: Tensor?, gradB: Tensor?
             if needs[0] {
-                let d = Tensor.zeros(a.shape)
+                let d = Tensor.zeros(shapeA)
                 if !transposeSelf {
                     plan.run(operation: "matmul", role: .inputGradient, transposeA: false, transposeB: !transposeOther,
                              m: m, n: k, k: n, a: g.storage.base, aStrides: plan.stridesC, b: b.storage.base,
@@ -45,7 +48,7 @@ extension Tensor {
                 gradA = d
             }
             if needs[1] {
-                let d = Tensor.zeros(b.shape)
+                let d = Tensor.zeros(shapeB)
                 if !transposeOther {
                     plan.run(operation: "matmul", role: .weightGradient, transposeA: !transposeSelf, transposeB: false,
                              m: k, n: n, k: m, a: a.storage.base, aStrides: plan.stridesA, b: g.storage.base,
