@@ -68,6 +68,13 @@ public struct NoiseSchedule: Sendable, Equatable {
     }
 }
 
+/// ᾱ at `t` and at the previous inference timestep (1 before the first), for `inferenceSteps` steps.
+private func alphaProducts(_ schedule: NoiseSchedule, t: Int, inferenceSteps: Int) -> (current: Float, previous: Float) {
+    precondition(t >= 0 && t < schedule.trainTimesteps, "timestep \(t) outside 0..<\(schedule.trainTimesteps)")
+    let previous = t - schedule.trainTimesteps / inferenceSteps
+    return (schedule.alphasCumulativeProduct[t], previous >= 0 ? schedule.alphasCumulativeProduct[previous] : 1)
+}
+
 /// Element-wise `a·x + b·y (+ c·z)` without autodiff.
 private func combine(_ a: Float, _ x: Tensor, _ b: Float, _ y: Tensor, _ c: Float = 0, _ z: Tensor? = nil) -> Tensor {
     Tensor(shape: x.shape) { out in
@@ -120,9 +127,7 @@ public struct DDPMScheduler: Sendable {
     /// x_{t−1} from x_t and the predicted noise; `noise` is the variance noise (drawn from
     /// `generator` when nil; unused at t = 0).
     public func step(epsilon: Tensor, timestep t: Int, sample: Tensor, noise: Tensor? = nil, generator: inout PhiloxGenerator) -> Tensor {
-        let previous = t - schedule.trainTimesteps / inferenceSteps
-        let alphaProduct = schedule.alphasCumulativeProduct[t]
-        let alphaProductPrevious = previous >= 0 ? schedule.alphasCumulativeProduct[previous] : 1
+        let (alphaProduct, alphaProductPrevious) = alphaProducts(schedule, t: t, inferenceSteps: inferenceSteps)
         let betaProduct = 1 - alphaProduct, betaProductPrevious = 1 - alphaProductPrevious
         let currentAlpha = alphaProduct / alphaProductPrevious, currentBeta = 1 - currentAlpha
         let original = predictedOriginal(sample: sample, epsilon: epsilon, alphaProduct: alphaProduct, clipRange: clipSampleRange)
@@ -155,9 +160,7 @@ public struct DDIMScheduler: Sendable {
     public func step(epsilon: Tensor, timestep t: Int, sample: Tensor, eta: Float = 0, noise: Tensor? = nil,
                      generator: inout PhiloxGenerator) -> Tensor {
         precondition(inferenceSteps > 0, "call setTimesteps before step")
-        let previous = t - schedule.trainTimesteps / inferenceSteps
-        let alphaProduct = schedule.alphasCumulativeProduct[t]
-        let alphaProductPrevious = previous >= 0 ? schedule.alphasCumulativeProduct[previous] : 1
+        let (alphaProduct, alphaProductPrevious) = alphaProducts(schedule, t: t, inferenceSteps: inferenceSteps)
         let betaProduct = 1 - alphaProduct, betaProductPrevious = 1 - alphaProductPrevious
         let original = predictedOriginal(sample: sample, epsilon: epsilon, alphaProduct: alphaProduct, clipRange: clipSampleRange)
         let variance = (betaProductPrevious / betaProduct) * (1 - alphaProduct / alphaProductPrevious)

@@ -137,22 +137,13 @@ struct FreezeWorker: ParsableCommand {
         default:
             throw ValidationError("unknown model \(model)")
         }
-        let names = module.namedParameters().map(\.name)
-        let count: Int
         switch frozen {
-        case "probe": count = names.count - 2
+        case "probe": try freezeLeading(module, fraction: nil)
         default:
             guard let percent = Double(frozen.dropLast()) else { throw ValidationError("--frozen: 0%, 50%, 80% or probe") }
-            count = Int((percent / 100 * Double(names.count)).rounded())
+            try freezeLeading(module, fraction: percent / 100)
         }
-        try module.freeze(names: Array(names.prefix(count)))
-        let optimizer = Adam.adamW(learningRate: 1e-4)
-        var times: [Double] = []
-        for step in 0..<(steps + 2) {
-            let start = monotonicSeconds()
-            _ = try module.trainingStep(optimizer: optimizer, loss)
-            if step >= 2 { times.append(monotonicSeconds() - start) }
-        }
+        let (times, _) = try timedSteps(module, steps: steps, learningRate: 1e-4, loss)
         var usage = rusage()
         #if os(Linux)
         getrusage(RUSAGE_SELF.rawValue, &usage)

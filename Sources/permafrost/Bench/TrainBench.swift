@@ -72,20 +72,10 @@ struct TrainBench: ParsableCommand {
         var generator = PhiloxGenerator(seed: 1)
         let model = Sequential([Linear(784, 1024, generator: &generator), ReLU(), Linear(1024, 1024, generator: &generator), ReLU(),
                                 Linear(1024, 10, generator: &generator)])
-        let names = model.namedParameters().map(\.name)
-        let frozenCount = fraction.map { Int(($0 * Double(names.count)).rounded()) } ?? names.count - 2
-        try model.freeze(names: Array(names.prefix(frozenCount)))
         let x = Tensor(randomNormal: [batch, 784], generator: &generator)
         let labels = (0..<batch).map { $0 % 10 }
-        let optimizer = Adam.adamW(learningRate: 1e-3)
-        var times: [Double] = [], peak = 0
-        for step in 0..<(steps + 2) {
-            let start = monotonicSeconds()
-            let result = try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model(x), labels: labels) }
-            if step >= 2 { times.append(monotonicSeconds() - start) }
-            peak = max(peak, result.memory.peakBytes)
-        }
-        return (times, peak)
+        try freezeLeading(model, fraction: fraction)
+        return try timedSteps(model, steps: steps, learningRate: 1e-3) { crossEntropy(logits: model(x), labels: labels) }
     }
 }
 
@@ -93,28 +83,38 @@ extension TrainBench {
     /// The reference UNet: epsilon-prediction MSE on noised random images, AdamW.
     private func measureUNet(fraction: Double?, batch: Int) throws -> ([Double], Int) {
         let unet = try UNet2DModel(config: .mnistReference, seed: 1)
-        let names = unet.namedParameters().map(\.name)
-        let frozenCount = fraction.map { Int(($0 * Double(names.count)).rounded()) } ?? names.count - 2
-        try unet.freeze(names: Array(names.prefix(frozenCount)))
+        try freezeLeading(unet, fraction: fraction)
         var generator = PhiloxGenerator(seed: 2)
         let images = Tensor(randomUniform: [batch, 1, 28, 28], lower: -1, upper: 1, generator: &generator)
         let schedule = NoiseSchedule()
-        let optimizer = Adam.adamW(learningRate: 1e-4)
-        var times: [Double] = [], peak = 0
-        for step in 0..<(steps + 2) {
-            let start = monotonicSeconds()
+        return try timedSteps(unet, steps: steps, learningRate: 1e-4) {
             let noise = Tensor(randomNormal: images.shape, generator: &generator)
             let timesteps = (0..<batch).map { _ in Int(generator.nextUInt32() % 1000) }
-            let labels = (0..<batch).map { $0 % 10 }
             let noisy = schedule.addNoise(images, noise: noise, timesteps: timesteps)
-            let result = try unet.trainingStep(optimizer: optimizer) {
-                meanSquaredError(unet(noisy, timesteps: timesteps.map(Float.init), classLabels: labels), noise)
-            }
-            if step >= 2 { times.append(monotonicSeconds() - start) }
-            peak = max(peak, result.memory.peakBytes)
+            return meanSquaredError(unet(noisy, timesteps: timesteps.map(Float.init), classLabels: (0..<batch).map { $0 % 10 }), noise)
         }
-        return (times, peak)
     }
+}
+
+/// Freezes the first round(fraction·N) tensors in state_dict order; `nil` freezes all but the last two
+/// (a linear probe).
+func freezeLeading(_ module: Module, fraction: Double?) throws {
+    let names = module.namedParameters().map(\.name)
+    let count = fraction.map { Int(($0 * Double(names.count)).rounded()) } ?? names.count - 2
+    try module.freeze(names: Array(names.prefix(count)))
+}
+
+/// Seconds of each of `steps` AdamW training steps after two warm-up steps, and the engine's peak bytes.
+func timedSteps(_ module: Module, steps: Int, learningRate: Float, _ loss: () throws -> Tensor) throws -> ([Double], Int) {
+    let optimizer = Adam.adamW(learningRate: learningRate)
+    var times: [Double] = [], peak = 0
+    for step in 0..<(steps + 2) {
+        let start = monotonicSeconds()
+        let result = try module.trainingStep(optimizer: optimizer, loss)
+        if step >= 2 { times.append(monotonicSeconds() - start) }
+        peak = max(peak, result.memory.peakBytes)
+    }
+    return (times, peak)
 }
 
 extension PeerScripts {
