@@ -104,7 +104,8 @@ struct GuardCommand: ParsableCommand {
         @Option(help: "Batch size of each loss.") var batch: Int = 16
         @Option(help: "Mask temperature T.") var temperature: Float = 0.2
         @Option(help: "Sparsity weight c.") var sparsity: Float = 500
-        @Option(help: "Mask learning rate.") var maskLearningRate: Float = 300
+        @Option(help: "Mask learning rate (Adam; with --mask-sgd the paper's plain gradient descent, whose rate was 3e2).") var maskLearningRate: Float = 0.1
+        @Flag(help: "Update the mask logits by plain gradient descent, as the paper's code does.") var maskSgd = false
         @Option(help: "Simulated user's learning rate.") var userLearningRate: Float = 1e-3
         @Option(help: "Every N-th step is a publisher step.") var userInterval: Int = 5
         @Option(help: "Random seed.") var seed: UInt64 = 0
@@ -126,6 +127,7 @@ struct GuardCommand: ParsableCommand {
             var settings = GuardSettings()
             settings.freezeRatio = ratio; settings.weightByParameters = byParameters; settings.steps = steps
             settings.temperature = temperature; settings.sparsityWeight = sparsity; settings.maskLearningRate = maskLearningRate
+            settings.maskAdam = !maskSgd
             settings.userLearningRate = userLearningRate; settings.userInterval = userInterval; settings.seed = seed
             let schedule = NoiseSchedule()
             let bar = ProgressBar(total: steps, label: "guard")
