@@ -2,28 +2,33 @@ import Foundation
 
 /// Element-wise functions and activations with their gradients.
 extension Tensor {
-    /// Records a unary operation `f` whose input gradient is `derivative(g, x, y)` with `y = f(x)`.
+    /// What a unary derivative reads besides the incoming gradient; only that is kept for backward
+    /// (keeping both input and output would double the activation memory of every activation).
+    private enum Keeps { case input, output }
+
+    /// Records a unary operation `f` whose input gradient is `derivative(g, x, y)` with `y = f(x)`;
+    /// the argument not kept is passed the gradient instead and must be ignored by `derivative`.
     @inline(__always)
-    private func unary<F: UnaryElementFunction, D: TernaryElementFunction>(_ name: String, _ f: F, _ derivative: D) -> Tensor {
+    private func unary<F: UnaryElementFunction, D: TernaryElementFunction>(_ name: String, _ f: F, _ derivative: D, keeps: Keeps) -> Tensor {
         var result = mapElements(f)
-        let input = detached(), output = result.detached()
+        let saved = keeps == .input ? detached() : result.detached()
         result.recordOperation(name, inputs: [self]) { g, _ in
-            [Tensor.zipElements(g, input, output, derivative)]
+            [keeps == .input ? Tensor.zipElements(g, saved, g, derivative) : Tensor.zipElements(g, g, saved, derivative)]
         }
         return result
     }
 
-    public func exp() -> Tensor { unary("exp", Element.Exp(), Element.ExpGradient()) }
-    public func log() -> Tensor { unary("log", Element.Log(), Element.LogGradient()) }
-    public func sqrt() -> Tensor { unary("sqrt", Element.Sqrt(), Element.SqrtGradient()) }
-    public func rsqrt() -> Tensor { unary("rsqrt", Element.Rsqrt(), Element.RsqrtGradient()) }
-    public func abs() -> Tensor { unary("abs", Element.Abs(), Element.AbsGradient()) }
-    public func squared() -> Tensor { unary("square", Element.Square(), Element.SquareGradient()) }
+    public func exp() -> Tensor { unary("exp", Element.Exp(), Element.ExpGradient(), keeps: .output) }
+    public func log() -> Tensor { unary("log", Element.Log(), Element.LogGradient(), keeps: .input) }
+    public func sqrt() -> Tensor { unary("sqrt", Element.Sqrt(), Element.SqrtGradient(), keeps: .output) }
+    public func rsqrt() -> Tensor { unary("rsqrt", Element.Rsqrt(), Element.RsqrtGradient(), keeps: .output) }
+    public func abs() -> Tensor { unary("abs", Element.Abs(), Element.AbsGradient(), keeps: .input) }
+    public func squared() -> Tensor { unary("square", Element.Square(), Element.SquareGradient(), keeps: .input) }
 
     /// `self` raised to a constant power.
     public func pow(_ exponent: Float) -> Tensor {
         if exponent == 2 { return squared() }
-        return unary("pow", Element.PowerOf(exponent: exponent), Element.PowerOfGradient(exponent: exponent))
+        return unary("pow", Element.PowerOf(exponent: exponent), Element.PowerOfGradient(exponent: exponent), keeps: .input)
     }
 
     /// `self` raised element-wise to `exponent`, with broadcasting. Gradients need `self > 0` where
@@ -45,15 +50,15 @@ extension Tensor {
     /// Limits every element to `[minimum, maximum]`; the gradient is passed where the input lies inside.
     public func clamped(min minimum: Float = -.infinity, max maximum: Float = .infinity) -> Tensor {
         precondition(minimum <= maximum, "clamp range [\(minimum), \(maximum)] is empty")
-        return unary("clamp", Element.Clamp(lower: minimum, upper: maximum), Element.ClampGradient(lower: minimum, upper: maximum))
+        return unary("clamp", Element.Clamp(lower: minimum, upper: maximum), Element.ClampGradient(lower: minimum, upper: maximum), keeps: .input)
     }
 
-    public func tanh() -> Tensor { unary("tanh", Element.Tanh(), Element.TanhGradient()) }
-    public func sigmoid() -> Tensor { unary("sigmoid", Element.Sigmoid(), Element.SigmoidGradient()) }
-    public func relu() -> Tensor { unary("relu", Element.ReLU(), Element.ReLUGradient()) }
+    public func tanh() -> Tensor { unary("tanh", Element.Tanh(), Element.TanhGradient(), keeps: .output) }
+    public func sigmoid() -> Tensor { unary("sigmoid", Element.Sigmoid(), Element.SigmoidGradient(), keeps: .output) }
+    public func relu() -> Tensor { unary("relu", Element.ReLU(), Element.ReLUGradient(), keeps: .input) }
 
     /// x · sigmoid(x) (also called swish).
-    public func silu() -> Tensor { unary("silu", Element.SiLU(), Element.SiLUGradient()) }
+    public func silu() -> Tensor { unary("silu", Element.SiLU(), Element.SiLUGradient(), keeps: .input) }
 
     /// How ``gelu(approximation:)`` evaluates the Gaussian CDF.
     public enum GELUApproximation: Sendable {
@@ -65,8 +70,8 @@ extension Tensor {
 
     public func gelu(approximation: GELUApproximation = .none) -> Tensor {
         switch approximation {
-        case .none: return unary("gelu", Element.GELU(), Element.GELUGradient())
-        case .tanh: return unary("gelu_tanh", Element.GELUTanh(), Element.GELUTanhGradient())
+        case .none: return unary("gelu", Element.GELU(), Element.GELUGradient(), keeps: .input)
+        case .tanh: return unary("gelu_tanh", Element.GELUTanh(), Element.GELUTanhGradient(), keeps: .input)
         }
     }
 
