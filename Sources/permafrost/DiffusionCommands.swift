@@ -73,7 +73,7 @@ struct Pretrain: ParsableCommand {
             trainer = DiffusionTrainer(model: try UNet2DModel(config: modelConfig, seed: seed), data: data, options: options)
         }
         if !quiet { note("pretraining \(trainer.model.parameterCount) parameters on \(data.count) images (classes \(Set(data.labels).sorted()))") }
-        let bar = ProgressBar(total: steps, label: "pretrain")
+        let bar = ProgressBar(total: steps, label: "pretrain", initial: trainer.step)
         bar.quiet = quiet
         var lastMemory: MemoryReport?
         try trainer.train(checkpointDirectory: checkpoint) { p in

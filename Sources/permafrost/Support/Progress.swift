@@ -11,16 +11,20 @@ final class ProgressBar {
     private var lastDraw = Date.distantPast
     var quiet = false
 
-    init(total: Int, label: String) {
+    private let initial: Int
+
+    /// `initial`: work already done before this bar started (a resumed run), excluded from the rate.
+    init(total: Int, label: String, initial: Int = 0) {
         self.total = max(total, 1)
         self.label = label
+        self.initial = initial
     }
 
     func update(_ done: Int, detail: String = "") {
         guard !quiet else { return }
         let fraction = Double(done) / Double(total)
         let elapsed = Date().timeIntervalSince(start)
-        let rate = Double(done) / max(elapsed, 1e-9)
+        let rate = Double(done - initial) / max(elapsed, 1e-9)
         let remaining = rate > 0 ? Double(total - done) / rate : 0
         let width = 28
         let filled = Int(fraction * Double(width))
