@@ -132,6 +132,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Class slots to generate (0–9 digits, 10–12 Fashion trouser/sneaker/bag).") var classes: String = "0-9"
     @Option(help: "Samples per class (the protocols use ≥ 200).") var perClass: Int = 200
     @Option(help: "DDIM steps.") var steps: Int = 25
+    @Option(help: "DDIM eta (0 deterministic, 1 DDPM-like).") var eta: Float = 0
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Also write a PNG grid of the first 10 samples per class here.") var grid: String?
     @Flag(help: "Print JSON.") var json = false
@@ -145,7 +146,7 @@ struct Evaluate: ParsableCommand {
         let slots = try parseRanges(classes, name: "--classes")
         let requested = slots.flatMap { Array(repeating: $0, count: perClass) }
         let bar = ProgressBar(total: (requested.count + 63) / 64 * steps, label: "sample")
-        let images = DiffusionSampler.sample(model: unet, classes: requested, steps: steps, seed: seed) { done, _ in bar.update(done) }
+        let images = DiffusionSampler.sample(model: unet, classes: requested, steps: steps, eta: eta, seed: seed) { done, _ in bar.update(done) }
         let digits = Set(slots.filter { $0 < 10 }), fashion = Set(DataOptions.fashionSlots.filter { slots.contains($0.value) }.map(\.key))
         let real = try dataOptions.load(split: "t10k", digits: digits, fashion: fashion)
         let quality = try QualityEvaluation.evaluate(classifier: judge, generated: images, requested: requested,
