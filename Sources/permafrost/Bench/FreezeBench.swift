@@ -179,7 +179,7 @@ extension PeerScripts {
         from diffusers import UNet2DModel
         _gn = torch.nn.GroupNorm.forward  # torch 2.13 CPU channels-last GroupNorm backward segfault workaround
         torch.nn.GroupNorm.forward = lambda self, v: _gn(self, v.contiguous())
-        cfg = {k: v for k, v in json.loads(\\(String(reflecting: config))).items() if not k.startswith("_")}
+        cfg = {k: v for k, v in json.loads(\(String(reflecting: config))).items() if not k.startswith("_")}
         model = UNet2DModel(**cfg)
         images = torch.rand(32, 1, 28, 28) * 2 - 1
         alphas = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
