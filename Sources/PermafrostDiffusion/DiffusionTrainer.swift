@@ -6,7 +6,7 @@ import PermafrostTensor
 
 /// Settings of epsilon-prediction training.
 public struct DiffusionTrainingOptions: Codable, Sendable, Equatable {
-    public var steps = 5000
+    public var steps = 2000
     public var batchSize = 32
     public var learningRate: Float = 1e-3
     public var warmupSteps = 200
