@@ -19,6 +19,19 @@ public struct DiffusionTrainingOptions: Codable, Sendable, Equatable {
     public var seed: UInt64 = 0
     public var betaSchedule: BetaSchedule = .linear
     public init() {}
+
+    /// A user's fine-tuning run: no EMA, a short warm-up (a tenth of the steps, at most 50).
+    public static func fineTuning(steps: Int, batchSize: Int, learningRate: Float, seed: UInt64) -> DiffusionTrainingOptions {
+        var options = DiffusionTrainingOptions()
+        options.steps = steps
+        options.batchSize = batchSize
+        options.learningRate = learningRate
+        options.warmupSteps = Swift.min(50, steps / 10)
+        options.emaDecay = nil
+        options.checkpointEvery = Swift.max(steps, 1)
+        options.seed = seed
+        return options
+    }
 }
 
 /// One report from the training loop.

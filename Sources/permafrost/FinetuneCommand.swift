@@ -104,9 +104,7 @@ struct Finetune: ParsableCommand {
         if let limit = model.config.numClassEmbeds, let bad = data.labels.first(where: { $0 >= limit }) {
             throw ValidationError("class slot \(bad) is outside the model's \(limit) slots")
         }
-        var options = DiffusionTrainingOptions()
-        options.steps = steps; options.batchSize = batch; options.learningRate = learningRate
-        options.warmupSteps = min(50, steps / 10); options.emaDecay = nil; options.checkpointEvery = max(steps, 1); options.seed = seed
+        let options = DiffusionTrainingOptions.fineTuning(steps: steps, batchSize: batch, learningRate: learningRate, seed: seed)
         let trainer = DiffusionTrainer(model: model, data: data, options: options)
         switch scheduler {
         case "none": break

@@ -98,9 +98,8 @@ final class GuardEvaluation {
     func finetune(frozen: Set<String>, data: LabeledImages, seed: UInt64) throws -> (UNet2DModel, MemoryReport?, Double) {
         let model = try copyOfBase()
         try model.apply(FreezePlan(frozen: frozen, isEnforced: true))
-        var options = DiffusionTrainingOptions()
-        options.steps = scale.userSteps; options.batchSize = scale.userBatch; options.learningRate = scale.userLearningRate
-        options.warmupSteps = min(50, scale.userSteps / 10); options.emaDecay = nil; options.seed = seed
+        let options = DiffusionTrainingOptions.fineTuning(steps: scale.userSteps, batchSize: scale.userBatch,
+                                                          learningRate: scale.userLearningRate, seed: seed)
         let trainer = DiffusionTrainer(model: model, data: data, options: options)
         var memory: MemoryReport?
         let start = Date()

@@ -72,6 +72,33 @@ public final class SpatialAttention: Module {
     }
 }
 
+extension ResnetBlock2D {
+    /// A block with the config's group count, epsilon and dropout.
+    convenience init(inChannels: Int, outChannels: Int, timeChannels: Int, config: UNet2DConfig, generator: inout PhiloxGenerator) {
+        self.init(inChannels: inChannels, outChannels: outChannels, timeChannels: timeChannels, groups: config.normNumGroups,
+                  epsilon: config.normEpsilon, dropout: config.dropout, generator: &generator)
+    }
+}
+
+extension SpatialAttention {
+    /// An attention block with the config's group count and epsilon.
+    convenience init(channels: Int, headDimension: Int, config: UNet2DConfig, generator: inout PhiloxGenerator) {
+        self.init(channels: channels, headDimension: headDimension, groups: config.normNumGroups, epsilon: config.normEpsilon, generator: &generator)
+    }
+}
+
+/// The resnets of a down or up block (one per entry of `inputChannels`), each followed by an
+/// attention block when `attention`; initialised in diffusers' order (resnet, then its attention).
+func resnetStack(inputChannels: [Int], outChannels: Int, timeChannels: Int, attention: Bool, headDimension: Int,
+                 config: UNet2DConfig, generator: inout PhiloxGenerator) -> (ModuleList<ResnetBlock2D>, ModuleList<SpatialAttention>?) {
+    var blocks: [ResnetBlock2D] = [], attentions: [SpatialAttention] = []
+    for channels in inputChannels {
+        blocks.append(ResnetBlock2D(inChannels: channels, outChannels: outChannels, timeChannels: timeChannels, config: config, generator: &generator))
+        if attention { attentions.append(SpatialAttention(channels: outChannels, headDimension: headDimension, config: config, generator: &generator)) }
+    }
+    return (ModuleList(blocks), attention ? ModuleList(attentions) : nil)
+}
+
 /// A 3×3 convolution holder named `conv`, as diffusers' `Downsample2D` / `Upsample2D`.
 final class ConvHolder: Module {
     let conv: Conv2d
@@ -91,17 +118,9 @@ public final class DownBlock: Module {
 
     init(layers: Int, inChannels: Int, outChannels: Int, timeChannels: Int, attention: Bool, downsample: Bool,
          headDimension: Int, config: UNet2DConfig, generator: inout PhiloxGenerator) {
-        var blocks: [ResnetBlock2D] = [], attns: [SpatialAttention] = []
-        for i in 0..<layers {
-            blocks.append(ResnetBlock2D(inChannels: i == 0 ? inChannels : outChannels, outChannels: outChannels, timeChannels: timeChannels,
-                                        groups: config.normNumGroups, epsilon: config.normEpsilon, dropout: config.dropout, generator: &generator))
-            if attention {
-                attns.append(SpatialAttention(channels: outChannels, headDimension: headDimension, groups: config.normNumGroups,
-                                              epsilon: config.normEpsilon, generator: &generator))
-            }
-        }
-        resnets = ModuleList(blocks)
-        attentions = attention ? ModuleList(attns) : nil
+        (resnets, attentions) = resnetStack(inputChannels: (0..<layers).map { $0 == 0 ? inChannels : outChannels }, outChannels: outChannels,
+                                            timeChannels: timeChannels, attention: attention, headDimension: headDimension,
+                                            config: config, generator: &generator)
         downsampler = downsample ? ModuleList([ConvHolder(Conv2d(outChannels, outChannels, kernelSize: 3, stride: 2, padding: 1, generator: &generator))]) : nil
         super.init()
         if let attentions { register("attentions", attentions) }
@@ -134,19 +153,10 @@ public final class UpBlock: Module {
 
     init(layers: Int, inChannels: Int, previousOutChannels: Int, outChannels: Int, timeChannels: Int, attention: Bool,
          upsample: Bool, headDimension: Int, config: UNet2DConfig, generator: inout PhiloxGenerator) {
-        var blocks: [ResnetBlock2D] = [], attns: [SpatialAttention] = []
-        for i in 0..<layers {
-            let skipChannels = i == layers - 1 ? inChannels : outChannels
-            let resnetIn = i == 0 ? previousOutChannels : outChannels
-            blocks.append(ResnetBlock2D(inChannels: resnetIn + skipChannels, outChannels: outChannels, timeChannels: timeChannels,
-                                        groups: config.normNumGroups, epsilon: config.normEpsilon, dropout: config.dropout, generator: &generator))
-            if attention {
-                attns.append(SpatialAttention(channels: outChannels, headDimension: headDimension, groups: config.normNumGroups,
-                                              epsilon: config.normEpsilon, generator: &generator))
-            }
-        }
-        resnets = ModuleList(blocks)
-        attentions = attention ? ModuleList(attns) : nil
+        // Resnet i sees the running tensor (the previous block's output first) concatenated with a skip.
+        let inputs = (0..<layers).map { i in (i == 0 ? previousOutChannels : outChannels) + (i == layers - 1 ? inChannels : outChannels) }
+        (resnets, attentions) = resnetStack(inputChannels: inputs, outChannels: outChannels, timeChannels: timeChannels,
+                                            attention: attention, headDimension: headDimension, config: config, generator: &generator)
         upsampler = upsample ? ModuleList([ConvHolder(Conv2d(outChannels, outChannels, kernelSize: 3, padding: 1, generator: &generator))]) : nil
         super.init()
         if let attentions { register("attentions", attentions) }
@@ -172,12 +182,9 @@ public final class MidBlock: Module {
     let attentions: ModuleList<SpatialAttention>?
 
     init(channels: Int, timeChannels: Int, attention: Bool, headDimension: Int, config: UNet2DConfig, generator: inout PhiloxGenerator) {
-        let first = ResnetBlock2D(inChannels: channels, outChannels: channels, timeChannels: timeChannels, groups: config.normNumGroups,
-                                  epsilon: config.normEpsilon, dropout: config.dropout, generator: &generator)
-        let attn = attention ? SpatialAttention(channels: channels, headDimension: headDimension, groups: config.normNumGroups,
-                                                epsilon: config.normEpsilon, generator: &generator) : nil
-        let second = ResnetBlock2D(inChannels: channels, outChannels: channels, timeChannels: timeChannels, groups: config.normNumGroups,
-                                   epsilon: config.normEpsilon, dropout: config.dropout, generator: &generator)
+        let first = ResnetBlock2D(inChannels: channels, outChannels: channels, timeChannels: timeChannels, config: config, generator: &generator)
+        let attn = attention ? SpatialAttention(channels: channels, headDimension: headDimension, config: config, generator: &generator) : nil
+        let second = ResnetBlock2D(inChannels: channels, outChannels: channels, timeChannels: timeChannels, config: config, generator: &generator)
         resnets = ModuleList([first, second])
         attentions = attn.map { ModuleList([$0]) }
         super.init()
