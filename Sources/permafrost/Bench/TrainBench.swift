@@ -118,18 +118,14 @@ func timedSteps(_ module: Module, steps: Int, learningRate: Float, _ loss: () th
 }
 
 extension PeerScripts {
-    static func trainUNet(config: String) -> String {
+    /// The request loop both training peers share: `train FRACTION BATCH THREADS STEPS` builds the
+    /// model with `build(batch)` → (model, loss_fn, lr), freezes the leading tensors as we do, and
+    /// answers with the per-step seconds of zero-grad, loss, backward and AdamW after 2 warm-up steps.
+    static func trainingServer(setup: String) -> String {
         """
     import json, sys, time
     import torch
-    from diffusers import UNet2DModel
-    # torch 2.13.0+cpu segfaults in the channels-last GroupNorm backward (diffusers' attention
-    # group norm sees a transposed input) when the norm's weight is frozen but its input needs a
-    # gradient; a contiguous input takes the working kernel.
-    _group_norm = torch.nn.GroupNorm.forward
-    torch.nn.GroupNorm.forward = lambda self, x: _group_norm(self, x.contiguous())
-    config = json.loads(\(String(reflecting: config)))
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    \(setup)
     print("ready", torch.__version__, flush=True)
     for line in sys.stdin:
         parts = line.split()
@@ -138,26 +134,17 @@ extension PeerScripts {
         fraction, batch, threads, steps = parts[1], int(parts[2]), int(parts[3]), int(parts[4])
         torch.set_num_threads(threads)
         torch.manual_seed(1)
-        model = UNet2DModel(**config)
+        model, loss_fn, lr = build(batch)
         params = list(model.named_parameters())
         frozen = len(params) - 2 if fraction == "probe" else int(round(float(fraction) * len(params)))
         for i, (_, p) in enumerate(params):
             p.requires_grad_(i >= frozen)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        images = torch.rand(batch, 1, 28, 28) * 2 - 1
-        alphas = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
         times = []
         for step in range(steps + 2):
             start = time.perf_counter()
-            noise = torch.randn_like(images)
-            t = torch.randint(0, 1000, (batch,))
-            a = alphas[t].sqrt().view(-1, 1, 1, 1)
-            s = (1 - alphas[t]).sqrt().view(-1, 1, 1, 1)
-            noisy = a * images + s * noise
-            labels = torch.arange(batch) % 10
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(model(noisy, t, class_labels=labels).sample, noise)
-            loss.backward()
+            loss_fn().backward()
             optimizer.step()
             if step >= 2:
                 times.append(time.perf_counter() - start)
@@ -165,35 +152,35 @@ extension PeerScripts {
     """
     }
 
-    static let trainMLP = """
-    import sys, time
-    import torch
-    print("ready", torch.__version__, flush=True)
-    for line in sys.stdin:
-        parts = line.split()
-        if not parts:
-            continue
-        fraction, batch, threads, steps = parts[1], int(parts[2]), int(parts[3]), int(parts[4])
-        torch.set_num_threads(threads)
-        torch.manual_seed(1)
+    static func trainUNet(config: String) -> String {
+        trainingServer(setup: """
+    from diffusers import UNet2DModel
+    # torch 2.13.0+cpu segfaults in the channels-last GroupNorm backward (diffusers' attention
+    # group norm sees a transposed input) when the norm's weight is frozen but its input needs a
+    # gradient; a contiguous input takes the working kernel.
+    _group_norm = torch.nn.GroupNorm.forward
+    torch.nn.GroupNorm.forward = lambda self, x: _group_norm(self, x.contiguous())
+    config = {k: v for k, v in json.loads(\(String(reflecting: config))).items() if not k.startswith("_")}
+    alphas = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    def build(batch):
+        model = UNet2DModel(**config)
+        images = torch.rand(batch, 1, 28, 28) * 2 - 1
+        labels = torch.arange(batch) % 10
+        def loss_fn():
+            noise = torch.randn_like(images)
+            t = torch.randint(0, 1000, (batch,))
+            noisy = alphas[t].sqrt().view(-1, 1, 1, 1) * images + (1 - alphas[t]).sqrt().view(-1, 1, 1, 1) * noise
+            return torch.nn.functional.mse_loss(model(noisy, t, class_labels=labels).sample, noise)
+        return model, loss_fn, 1e-4
+    """)
+    }
+
+    static let trainMLP = trainingServer(setup: """
+    def build(batch):
         model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
                                     torch.nn.Linear(1024, 10))
-        params = list(model.named_parameters())
-        frozen = len(params) - 2 if fraction == "probe" else int(round(float(fraction) * len(params)))
-        for i, (_, p) in enumerate(params):
-            p.requires_grad_(i >= frozen)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         x = torch.randn(batch, 784)
         labels = torch.arange(batch) % 10
-        times = []
-        for step in range(steps + 2):
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), labels)
-            loss.backward()
-            optimizer.step()
-            if step >= 2:
-                times.append(time.perf_counter() - start)
-        print(" ".join(repr(t) for t in times), flush=True)
-    """
+        return model, (lambda: torch.nn.functional.cross_entropy(model(x), labels)), 1e-3
+    """)
 }
