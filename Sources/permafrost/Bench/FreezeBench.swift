@@ -162,6 +162,7 @@ extension PeerScripts {
         """
     import json, resource, sys, time
     import torch
+    \(timedSteps)
     model_name, frozen, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
     torch.manual_seed(1)
@@ -204,19 +205,7 @@ extension PeerScripts {
         model = Encoder()
         tokens = torch.randint(0, 30522, (8, 128)); y = torch.arange(8) % 2
         loss_fn = lambda: torch.nn.functional.cross_entropy(model(tokens), y)
-    params = list(model.named_parameters())
-    count = len(params) - 2 if frozen == "probe" else int(round(float(frozen[:-1]) / 100 * len(params)))
-    for i, (_, p) in enumerate(params):
-        p.requires_grad_(i >= count)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for step in range(steps + 2):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        optimizer.step()
-        if step >= 2:
-            times.append(time.perf_counter() - start)
+    times = timed_steps(model, loss_fn, 1e-4, None if frozen == "probe" else float(frozen[:-1]) / 100, steps)
     print(json.dumps({"seconds": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     """
     }

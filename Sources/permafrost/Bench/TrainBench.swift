@@ -118,25 +118,13 @@ func timedSteps(_ module: Module, steps: Int, learningRate: Float, _ loss: () th
 }
 
 extension PeerScripts {
-    /// The request loop both training peers share: `train FRACTION BATCH THREADS STEPS` builds the
-    /// model with `build(batch)` → (model, loss_fn, lr), freezes the leading tensors as we do, and
-    /// answers with the per-step seconds of zero-grad, loss, backward and AdamW after 2 warm-up steps.
-    static func trainingServer(setup: String) -> String {
-        """
-    import json, sys, time
-    import torch
-    \(setup)
-    print("ready", torch.__version__, flush=True)
-    for line in sys.stdin:
-        parts = line.split()
-        if not parts:
-            continue
-        fraction, batch, threads, steps = parts[1], int(parts[2]), int(parts[3]), int(parts[4])
-        torch.set_num_threads(threads)
-        torch.manual_seed(1)
-        model, loss_fn, lr = build(batch)
+    /// Python twin of `freezeLeading` + `timedSteps`: freeze the first round(fraction·N) tensors
+    /// (all but the last two when `fraction` is None), AdamW over the trainable ones, and the seconds
+    /// of each step after 2 warm-up steps.
+    static let timedSteps = """
+    def timed_steps(model, loss_fn, lr, fraction, steps):
         params = list(model.named_parameters())
-        frozen = len(params) - 2 if fraction == "probe" else int(round(float(fraction) * len(params)))
+        frozen = len(params) - 2 if fraction is None else int(round(fraction * len(params)))
         for i, (_, p) in enumerate(params):
             p.requires_grad_(i >= frozen)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -148,6 +136,28 @@ extension PeerScripts {
             optimizer.step()
             if step >= 2:
                 times.append(time.perf_counter() - start)
+        return times
+    """
+
+    /// The request loop both training peers share: `train FRACTION BATCH THREADS STEPS` builds the
+    /// model with `build(batch)` → (model, loss_fn, lr), freezes the leading tensors as we do, and
+    /// answers with the per-step seconds of zero-grad, loss, backward and AdamW after 2 warm-up steps.
+    static func trainingServer(setup: String) -> String {
+        """
+    import json, sys, time
+    import torch
+    \(timedSteps)
+    \(setup)
+    print("ready", torch.__version__, flush=True)
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        fraction, batch, threads, steps = parts[1], int(parts[2]), int(parts[3]), int(parts[4])
+        torch.set_num_threads(threads)
+        torch.manual_seed(1)
+        model, loss_fn, lr = build(batch)
+        times = timed_steps(model, loss_fn, lr, None if fraction == "probe" else float(fraction), steps)
         print(" ".join(repr(t) for t in times), flush=True)
     """
     }
