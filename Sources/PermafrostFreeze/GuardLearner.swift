@@ -48,9 +48,33 @@ public struct LearnedMask: Sendable {
     public var names: [String]
     public var softMask: [Float]
     public var frozen: Set<String> { Set(zip(names, softMask).filter { $0.1 > 0.5 }.map(\.0)) }
+    /// Tensor names from the most to the least frozen (highest soft mask first; ties keep model order).
+    public var rankedNames: [String] {
+        names.indices.sorted { softMask[$0] != softMask[$1] ? softMask[$0] > softMask[$1] : $0 < $1 }.map { names[$0] }
+    }
+
+    /// The learnt ranking cut at an exact ratio: the highest-mask tensors until their share of
+    /// `sizes` (scalars per tensor; 1 each counts tensors) reaches `ratio`.
+    ///
+    /// The paper's hard rule (m > 0.5) lets many logits cross 0 together — the sparsity term moves
+    /// them as one — so a short run overshoots or undershoots its ratio; cutting the ranking keeps
+    /// what the mask learnt (which tensors matter most to block) at the ratio that was asked for.
+    public func frozen(ratio: Double, sizes: [String: Int]) -> Set<String> {
+        let total = names.reduce(0) { $0 + (sizes[$1] ?? 1) }
+        var chosen = Set<String>(), covered = 0
+        for name in rankedNames where Double(covered) < ratio * Double(total) {
+            chosen.insert(name)
+            covered += sizes[name] ?? 1
+        }
+        return chosen
+    }
     /// The learner's losses over time (restricted, permitted), one entry per publisher step: a
     /// restricted loss below the permitted one predicts a guard that will not mitigate.
     public var trace: [(restricted: Float, permitted: Float)]
+
+    public init(names: [String], softMask: [Float], trace: [(restricted: Float, permitted: Float)]) {
+        self.names = names; self.softMask = softMask; self.trace = trace
+    }
 }
 
 /// FreezeAsGuard's bilevel mask learning for any `Module`.

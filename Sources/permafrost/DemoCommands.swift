@@ -85,7 +85,7 @@ extension GuardCommand {
         @Option(help: "User batch size.") var userBatch: Int = 32
         @Option(help: "Guard learning steps.") var guardSteps: Int = 100
         @Option(help: "Samples per class (≥ 200 in the protocol).") var perClass: Int = 200
-        @Option(help: "DDIM steps.") var ddimSteps: Int = 25
+        @Option(help: "DDIM steps of the scoring samples (eta 1).") var ddimSteps: Int = 6
         @Option(help: "Private key to sign the learnt guards.") var key: String?
         @Option(help: "Output folder.") var output: String
         @OptionGroup var dataOptions: DataOptions
@@ -106,8 +106,8 @@ extension GuardCommand {
                                              classifier: try ImageClassifier.load(from: URL(fileURLWithPath: classifier)),
                                              scale: scale, dataOptions: dataOptions, log: { note($0) })
             let signingKey = try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) }
-            let results = try evaluation.run { ratio, mask in
-                var manifest = try GuardManifest(model: baseModel, frozen: mask.frozen, baseSHA256: digest, settings: ["protocol": self.protocol, "target_ratio_params": "\(ratio)"])
+            let results = try evaluation.run { ratio, mask, frozen in
+                var manifest = try GuardManifest(model: baseModel, frozen: frozen, baseSHA256: digest, settings: ["protocol": self.protocol, "target_ratio_params": "\(ratio)"])
                 if let signingKey { try manifest.sign(with: signingKey) }
                 try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
                 try manifest.write(to: out.appendingPathComponent("guard-\(Int(ratio * 100)).json"))
@@ -115,7 +115,9 @@ extension GuardCommand {
             }
             let command = "permafrost guard evaluate " + CommandLine.arguments.dropFirst(3).joined(separator: " ")
             try writeEvaluationOutputs(evaluation, results: results, protocolName: `protocol`, command: command,
-                                       settings: ["user_steps": "\(userSteps)", "guard_steps": "\(guardSteps)", "per_class": "\(perClass)"], to: out)
+                                       settings: ["user_steps": "\(userSteps)", "user_batch": "\(userBatch)", "guard_steps": "\(guardSteps)",
+                                                  "per_class": "\(perClass)", "ddim_steps": "\(ddimSteps)", "eta": "\(scale.eta)",
+                                                  "guard_selection": "soft-mask ranking cut at the target ratio"], to: out)
             print(markdownTable(results))
             print("wrote \(out.path)/report.json, report.md, frontier.png, grid-*.png")
         }
@@ -176,8 +178,8 @@ struct Demo: ParsableCommand {
         let trustedKey = try GuardKeys.publicKey(from: out.appendingPathComponent("publisher.pub"))
         var guardManifest: GuardManifest?
         note("3/5 user fine-tuning with and without the guard, then sampling and scoring")
-        let results = try evaluation.run { _, mask in
-            var manifest = try GuardManifest(model: baseModel, frozen: mask.frozen, baseSHA256: digest,
+        let results = try evaluation.run { _, mask, frozen in
+            var manifest = try GuardManifest(model: baseModel, frozen: frozen, baseSHA256: digest,
                                              settings: ["protocol": "far", "target_ratio_params": "\(ratio)", "steps": "\(guardSteps)"])
             try manifest.sign(with: key)
             try manifest.verifySignature(trustedKey: trustedKey)
@@ -195,7 +197,9 @@ struct Demo: ParsableCommand {
         }
         note("5/5 report")
         try writeEvaluationOutputs(evaluation, results: results, protocolName: "far (demo scale)", command: "permafrost demo --output \(output)",
-                                   settings: ["user_steps": "\(userSteps)", "guard_steps": "\(guardSteps)", "per_class": "\(perClass)"], to: out)
+                                   settings: ["user_steps": "\(userSteps)", "user_batch": "\(scale.userBatch)", "guard_steps": "\(guardSteps)",
+                                                  "per_class": "\(perClass)", "ddim_steps": "\(scale.ddimSteps)", "eta": "\(scale.eta)",
+                                                  "guard_selection": "soft-mask ranking cut at the target ratio"], to: out)
         print(markdownTable(results))
         print(String(format: "\nfinished in %@; outputs in %@ (guard.json, publisher.pub, report.md, frontier.png, mask.png, grid-*.png)",
                      ProgressBar.clock(Date().timeIntervalSince(started)), out.path))

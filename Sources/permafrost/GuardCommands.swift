@@ -111,6 +111,7 @@ struct GuardCommand: ParsableCommand {
         @Option(help: "Random seed.") var seed: UInt64 = 0
         @Option(help: "Output manifest.") var output: String = "guard.json"
         @Option(help: "Soft-mask plot (PNG).") var plot: String?
+        @Flag(help: "Freeze the tensors whose soft mask ends above 0.5 (the paper's rule) instead of cutting the mask's ranking at --ratio.") var threshold = false
         @Option(help: "Private key to sign with (from `permafrost guard keygen`).") var key: String?
         @OptionGroup var dataOptions: DataOptions
         @OptionGroup var engine: EngineOptions
@@ -140,7 +141,10 @@ struct GuardCommand: ParsableCommand {
             }
             var fields = settings.dictionary
             fields["protocol"] = spec.name
-            var manifest = try GuardManifest(model: model, frozen: mask.frozen,
+            fields["selection"] = threshold ? "soft mask > 0.5" : "soft-mask ranking cut at the ratio"
+            let sizes = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.name, byParameters ? $0.parameter.value.count : 1) })
+            let frozen = threshold ? mask.frozen : mask.frozen(ratio: Double(ratio), sizes: sizes)
+            var manifest = try GuardManifest(model: model, frozen: frozen,
                                              baseSHA256: try sha256Hex(of: baseURL.appendingPathComponent(UNet2DModel.weightsFileName)), settings: fields)
             if let key { try manifest.sign(with: try GuardKeys.privateKey(from: URL(fileURLWithPath: key))) }
             try manifest.write(to: URL(fileURLWithPath: output))

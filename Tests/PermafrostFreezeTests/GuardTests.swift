@@ -126,4 +126,17 @@ final class GuardLearnerTests: XCTestCase {
         XCTAssertEqual(model.stateDictionary().map { $0.tensor.scalars }, before, "pretrained weights restored")
         XCTAssertEqual(learn().softMask, mask.softMask, "deterministic")
     }
+
+    /// The ranking cut freezes the highest-mask tensors first and stops once the weighted share
+    /// reaches the ratio, whatever the threshold rule would have picked.
+    func testRankingCutReachesTheRatioByWeight() {
+        let mask = LearnedMask(names: ["a", "b", "c", "d"], softMask: [0.2, 0.9, 0.6, 0.9], trace: [])
+        XCTAssertEqual(mask.rankedNames, ["b", "d", "c", "a"], "highest first, ties in model order")
+        XCTAssertEqual(mask.frozen, ["b", "c", "d"])
+        let sizes = ["a": 100, "b": 10, "c": 50, "d": 40]
+        XCTAssertEqual(mask.frozen(ratio: 0.25, sizes: sizes), ["b", "d"], "50 of 200 scalars reach 25%")
+        XCTAssertEqual(mask.frozen(ratio: 0.26, sizes: sizes), ["b", "d", "c"])
+        XCTAssertEqual(mask.frozen(ratio: 0.5, sizes: [:]), ["b", "d"], "without sizes it counts tensors")
+        XCTAssertEqual(mask.frozen(ratio: 0, sizes: sizes), [])
+    }
 }
