@@ -25,11 +25,18 @@ let package = Package(
         .library(name: "PermafrostDiffusion", targets: ["PermafrostDiffusion"]),
         .library(name: "PermafrostEval", targets: ["PermafrostEval"]),
         .library(name: "PermafrostFreeze", targets: ["PermafrostFreeze"]),
+        .library(name: "PermafrostService", targets: ["PermafrostService"]),
         .executable(name: "permafrost", targets: ["permafrost"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
     ],
     targets: [
         .systemLibrary(
@@ -82,6 +89,19 @@ let package = Package(
                            .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: kernelSettings
         ),
+        // The enforced fine-tuning service: the one target that pulls in SwiftNIO, Hummingbird and
+        // SQLite, so engine work does not rebuild them.
+        .target(
+            name: "PermafrostService",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion", "PermafrostFreeze",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Prometheus", package: "swift-prometheus")],
+            resources: [.copy("Resources/openapi.yaml")]
+        ),
         .executableTarget(
             name: "permafrost",
             dependencies: [
@@ -92,6 +112,7 @@ let package = Package(
                 "PermafrostDiffusion",
                 "PermafrostEval",
                 "PermafrostFreeze",
+                "PermafrostService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -113,6 +134,11 @@ let package = Package(
         .testTarget(
             name: "PermafrostCLITests",
             dependencies: ["PermafrostIO", "permafrost"]
+        ),
+        .testTarget(
+            name: "PermafrostServiceTests",
+            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostFreeze", "permafrost",
+                           .product(name: "Crypto", package: "swift-crypto")]
         ),
         .testTarget(
             name: "PermafrostNNTests",

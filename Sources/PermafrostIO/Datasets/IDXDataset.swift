@@ -57,22 +57,47 @@ public struct LabeledImages: Sendable {
         try self.init(images: try locate("\(split)-images-idx3-ubyte"), labels: try locate("\(split)-labels-idx1-ubyte"))
     }
 
+    /// Reads an images file and a labels file already in memory (raw or gzip'd), as uploaded. Gzip
+    /// streams may expand to at most `inflateLimit` bytes each, so a small hostile file cannot
+    /// claim gigabytes.
+    public init(imageFile: Data, labelFile: Data, inflateLimit: Int) throws(DatasetError) {
+        let (imageBytes, imageHeader) = try Self.decode(imageFile, path: "images", magic: 0x803, dimensions: 3, inflateLimit: inflateLimit)
+        let (labelBytes, labelHeader) = try Self.decode(labelFile, path: "labels", magic: 0x801, dimensions: 1, inflateLimit: inflateLimit)
+        guard imageHeader[0] == labelHeader[0] else { throw .countMismatch(images: imageHeader[0], labels: labelHeader[0]) }
+        self.init(pixels: imageBytes, labels: labelBytes.map(Int.init), height: imageHeader[1], width: imageHeader[2])
+    }
+
+    /// The two IDX files of these images (uncompressed): magic, dimensions, then the bytes.
+    public func idxFiles() -> (images: Data, labels: Data) {
+        func header(_ magic: UInt32, _ sizes: [Int]) -> Data {
+            var data = Data()
+            for word in [magic] + sizes.map(UInt32.init) { withUnsafeBytes(of: word.bigEndian) { data.append(contentsOf: $0) } }
+            return data
+        }
+        return (header(0x803, [count, height, width]) + Data(pixels), header(0x801, [count]) + Data(labels.map { UInt8(clamping: $0) }))
+    }
+
     private static func read(_ url: URL, magic: UInt32, dimensions: Int) throws(DatasetError) -> ([UInt8], [Int]) {
-        var data: Data
+        let data: Data
         do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: url.path, reason: (error as NSError).localizedDescription) }
+        return try decode(data, path: url.path, magic: magic, dimensions: dimensions, inflateLimit: 1 << 31)
+    }
+
+    private static func decode(_ file: Data, path: String, magic: UInt32, dimensions: Int, inflateLimit: Int) throws(DatasetError) -> ([UInt8], [Int]) {
+        var data = file
         if Compression.isGzip(data) {
-            do { data = try Compression.inflate(data, limit: 1 << 31) } catch { throw .compression(path: url.path, reason: error.description) }
+            do { data = try Compression.inflate(data, limit: inflateLimit) } catch { throw .compression(path: path, reason: error.description) }
         }
         let bytes = [UInt8](data)
         let headerSize = 4 + 4 * dimensions
         func word(_ i: Int) -> UInt32 { bytes[i..<(i + 4)].reduce(0) { $0 << 8 | UInt32($1) } }
-        guard bytes.count >= 4 else { throw .truncated(path: url.path, expectedBytes: headerSize, actualBytes: bytes.count) }
-        guard word(0) == magic else { throw .badMagic(path: url.path, found: word(0), expected: magic) }
-        guard bytes.count >= headerSize else { throw .truncated(path: url.path, expectedBytes: headerSize, actualBytes: bytes.count) }
+        guard bytes.count >= 4 else { throw .truncated(path: path, expectedBytes: headerSize, actualBytes: bytes.count) }
+        guard word(0) == magic else { throw .badMagic(path: path, found: word(0), expected: magic) }
+        guard bytes.count >= headerSize else { throw .truncated(path: path, expectedBytes: headerSize, actualBytes: bytes.count) }
         let header = (0..<dimensions).map { Int(word(4 + 4 * $0)) }
-        guard header.dropFirst().allSatisfy({ $0 > 0 && $0 <= 4096 }) else { throw .invalidShape(path: url.path, reason: "image size \(header.dropFirst()) outside 1…4096") }
+        guard header.dropFirst().allSatisfy({ $0 > 0 && $0 <= 4096 }) else { throw .invalidShape(path: path, reason: "image size \(header.dropFirst()) outside 1…4096") }
         let expected = header.reduce(1, *)
-        guard bytes.count - headerSize >= expected else { throw .truncated(path: url.path, expectedBytes: expected, actualBytes: bytes.count - headerSize) }
+        guard bytes.count - headerSize >= expected else { throw .truncated(path: path, expectedBytes: expected, actualBytes: bytes.count - headerSize) }
         return (Array(bytes[headerSize..<(headerSize + expected)]), header)
     }
 
