@@ -264,6 +264,11 @@ public final class ServiceStore: Sendable {
         try pool.read { db in try JobRecord.filter(Column("state") == state.rawValue).order(Column("sequence")).fetchAll(db) }
     }
 
+    /// SQLite's own consistency check: `["ok"]` when the file is sound.
+    public func integrityCheck() throws -> [String] {
+        try pool.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check") }
+    }
+
     public func auditLog(limit: Int = 1000) throws -> [AuditRecord] {
         try pool.read { db in try AuditRecord.order(Column("id").desc).limit(limit).fetchAll(db) }
     }
