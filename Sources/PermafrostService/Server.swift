@@ -309,7 +309,7 @@ public final class FineTuningService: Sendable {
 /// Display names of uploads: they never become paths, but are still held to a safe alphabet.
 enum UploadName {
     static func isValid(_ name: String) -> Bool {
-        guard (1...64).contains(name.count), !name.hasPrefix("."), !name.contains("..") else { return false }
+        guard (1...64).contains(name.count), !name.hasPrefix(".") else { return false }
         return name.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) && $0.isASCII || "._-".unicodeScalars.contains($0) }
     }
 }
