@@ -70,6 +70,37 @@ final class ServiceEndToEndTests: XCTestCase {
         let original = try UNet2DModel(directory: harness.base)
         let moved = file.names.filter { name in model.parameter(named: name)!.value.scalars != original.parameter(named: name)!.value.scalars }
         XCTAssertFalse(moved.isEmpty, "training changed the trainable tensors")
+
+        // Metrics in Prometheus text format count the work.
+        let metrics = try await harness.request("GET", "/metrics", token: nil)
+        XCTAssertEqual(metrics.status, 200)
+        XCTAssertTrue(metrics.text.contains("permafrost_training_steps_total 12"), metrics.text)
+        XCTAssertTrue(metrics.text.contains("permafrost_jobs_finished_total{state=\"succeeded\"} 1"), metrics.text)
+        let spec = try await harness.request("GET", "/openapi.yaml", token: nil)
+        XCTAssertTrue(spec.text.hasPrefix("openapi: 3"), "the served API description")
+    }
+
+    /// One slot, Alice queues three jobs and then Bob one: Bob's job runs second, not fourth.
+    func testQueueIsFairAcrossUsers() async throws {
+        let harness = try ServiceHarness()
+        let alice = try harness.createToken("alice"), bob = try harness.createToken("bob")
+        try harness.start()
+        let aliceSet = try await harness.upload(ServiceHarness.images(count: 8, labels: [1]), token: alice)
+        let bobSet = try await harness.upload(ServiceHarness.images(count: 8, labels: [2]), token: bob)
+        var aliceJobs: [String] = []
+        for _ in 0..<3 {
+            let reply = try await harness.request("POST", "/v1/jobs", token: alice, body: harness.json(["upload_id": aliceSet.json["id"] as! String, "steps": 8, "batch_size": 2]))
+            aliceJobs.append(try XCTUnwrap(reply.json["id"] as? String))
+        }
+        let bobReply = try await harness.request("POST", "/v1/jobs", token: bob, body: harness.json(["upload_id": bobSet.json["id"] as! String, "steps": 8, "batch_size": 2]))
+        let bobJob = try XCTUnwrap(bobReply.json["id"] as? String)
+        for id in aliceJobs { _ = try await harness.waitForJob(id, token: alice) }
+        _ = try await harness.waitForJob(bobJob, token: bob)
+        // The audit log records starts in order (second-resolution timestamps could tie).
+        let audit = try ServiceStore(path: harness.data.appendingPathComponent("permafrost.sqlite").path).auditLog()
+        let order = audit.filter { $0.action == "job.start" }.sorted { ($0.id ?? 0) < ($1.id ?? 0) }.compactMap(\.target)
+        XCTAssertEqual(order.first, aliceJobs[0])
+        XCTAssertEqual(order.firstIndex(of: bobJob), 1, "Bob's job runs before Alice's second and third")
     }
 
     /// Asking to unfreeze a guarded tensor is refused, naming it; unknown names get suggestions;
