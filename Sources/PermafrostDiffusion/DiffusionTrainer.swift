@@ -61,6 +61,8 @@ public final class DiffusionTrainer {
     public private(set) var step = 0
     /// Decides the frozen set before each step (SlimFit, staged, static); guards stay frozen.
     public var scheduler: FreezeScheduler?
+    /// How activation functions keep their saved tensors (int8: SlimFit's compression).
+    public var activationCompression: ActivationCompression = .none
 
     public init(model: UNet2DModel, data: LabeledImages, options: DiffusionTrainingOptions) {
         precondition(data.count > 0, "no training images")
@@ -90,9 +92,11 @@ public final class DiffusionTrainer {
         let timesteps = indices.map { _ in Int(generator.nextUInt32()) % schedule.trainTimesteps }
         let noisy = schedule.addNoise(images, noise: noise, timesteps: timesteps)
         optimizer.learningRate = learningRate(at: step)
-        if let scheduler { try model.applySchedule(scheduler, step: step) }
-        let result = try model.trainingStep(optimizer: optimizer, clipGradientNorm: options.gradientClip) {
-            meanSquaredError(model(noisy, timesteps: timesteps.map(Float.init), classLabels: labels), noise)
+        if let scheduler { try model.applySchedule(scheduler, step: step, optimizer: optimizer) }
+        let result = try ActivationCompression.with(activationCompression) {
+            try model.trainingStep(optimizer: optimizer, clipGradientNorm: options.gradientClip) {
+                meanSquaredError(model(noisy, timesteps: timesteps.map(Float.init), classLabels: labels), noise)
+            }
         }
         step += 1
         updateAverage()

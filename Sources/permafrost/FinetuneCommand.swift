@@ -50,6 +50,7 @@ struct Finetune: ParsableCommand {
     @Option(help: "Use only the odd-indexed (user) half of the images (the evaluation protocols do).") var userHalf = true
     @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
     @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
+    @Flag(help: "Keep activation functions' saved tensors in 8 bits (SlimFit's activation compression).") var compressActivations = false
     @Option(help: "Training steps.") var steps: Int = 300
     @Option(help: "Batch size.") var batch: Int = 32
     @Option(help: "Learning rate.") var learningRate: Float = 1e-3
@@ -106,6 +107,7 @@ struct Finetune: ParsableCommand {
         }
         let options = DiffusionTrainingOptions.fineTuning(steps: steps, batchSize: batch, learningRate: learningRate, seed: seed)
         let trainer = DiffusionTrainer(model: model, data: data, options: options)
+        if compressActivations { trainer.activationCompression = .int8 }
         switch scheduler {
         case "none": break
         case "slimfit":
@@ -123,6 +125,9 @@ struct Finetune: ParsableCommand {
             bar.update(p.step, detail: String(format: "loss %.4f", p.averageLoss))
         }
         let seconds = Date().timeIntervalSince(start)
+        // The delta must hold every tensor the user could train: SlimFit's last step may have frozen
+        // some for a moment, so go back to the run's own frozen set (guard + user plan) first.
+        try model.replaceFreezing(with: userFrozen)
         let out = URL(fileURLWithPath: output)
         try model.save(directory: out.appendingPathComponent("model"))
         try DeltaCheckpoint.save(model, baseDigest: baseDigest, to: out.appendingPathComponent("delta.safetensors"))

@@ -62,4 +62,40 @@ final class FreezeSchedulerTests: XCTestCase {
         XCTAssertTrue(SlimFitScheduler.isCandidate(name: "down.norm1.weight", shape: [32]))
         XCTAssertFalse(SlimFitScheduler.isCandidate(name: "down.conv.bias", shape: [32]))
     }
+
+    /// Tensors frozen for good (a staged scheduler's last stage, a static plan, an enforced guard)
+    /// lose their optimizer state; tensors SlimFit freezes for a while keep theirs.
+    func testOptimizerStateIsReleasedOnlyForTensorsFrozenForGood() throws {
+        var g = PhiloxGenerator(seed: 10)
+        let x = Tensor(randomNormal: [24, 6], generator: &g)
+        let labels = (0..<24).map { $0 % 3 }
+        let model = makeModel()
+        let staged = StagedFreezeScheduler(stages: [(2, FreezePlan()), (3, FreezePlan(frozen: ["0.weight", "3.weight"]))])
+        let optimizer = Adam.adamW(learningRate: 0.01, weightDecay: 0.1)
+        var bytes: [Int] = []
+        for step in 0..<5 {
+            try model.applySchedule(staged, step: step, optimizer: optimizer)
+            _ = try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model(x), labels: labels) }
+            bytes.append(optimizer.stateBytes)
+            if step < 2 { XCTAssertTrue(optimizer.tensorsWithState.isSuperset(of: ["0.weight", "3.weight"])) }
+            else { XCTAssertTrue(optimizer.tensorsWithState.isDisjoint(with: ["0.weight", "3.weight"]), "step \(step)") }
+        }
+        XCTAssertEqual(bytes[1] - bytes[2], 2 * 4 * (6 * 16 + 16 * 16), "both moments of both weights released")
+        XCTAssertEqual(staged.permanentlyFrozen(step: 1), [])
+        XCTAssertEqual(staged.permanentlyFrozen(step: 2), ["0.weight", "3.weight"])
+
+        // SlimFit: a tensor it freezes keeps its moments for when it rejoins.
+        let slim = SlimFitScheduler(budget: 0.5)
+        let other = makeModel()
+        let adam = Adam.adamW(learningRate: 0.01, weightDecay: 0.1)
+        var everFrozen = Set<String>()
+        for step in 0..<6 {
+            try other.applySchedule(slim, step: step, optimizer: adam)
+            everFrozen.formUnion(other.frozenParameters().map(\.name))
+            _ = try other.trainingStep(optimizer: adam) { crossEntropy(logits: other(x), labels: labels) }
+        }
+        XCTAssertFalse(everFrozen.isEmpty)
+        XCTAssertEqual(slim.permanentlyFrozen(step: 5), [])
+        XCTAssertTrue(adam.tensorsWithState.isSuperset(of: everFrozen), "SlimFit-frozen tensors keep their moments")
+    }
 }

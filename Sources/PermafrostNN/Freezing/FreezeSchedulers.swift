@@ -7,12 +7,26 @@ import PermafrostTensor
 public protocol FreezeScheduler: AnyObject {
     /// The plan for `step` (0-based), given the model as it is before the step.
     func plan(step: Int, model: Module) -> FreezePlan
+    /// Tensors that, from `step` on, this scheduler will never train again. Their optimizer state
+    /// is released; a tensor frozen only for a while (SlimFit) keeps its moments, so it resumes
+    /// where it was when it rejoins training.
+    func permanentlyFrozen(step: Int) -> Set<String>
+}
+
+extension FreezeScheduler {
+    public func permanentlyFrozen(step: Int) -> Set<String> { [] }
 }
 
 extension Module {
-    /// Applies `scheduler`'s plan for `step` (guards stay frozen).
-    public func applySchedule(_ scheduler: FreezeScheduler, step: Int) throws(FreezeError) {
+    /// Applies `scheduler`'s plan for `step` (guards stay frozen). With `optimizer`, the state of
+    /// tensors frozen for good — by the scheduler or by an enforced guard — is released.
+    public func applySchedule(_ scheduler: FreezeScheduler, step: Int, optimizer: Optimizer? = nil) throws(FreezeError) {
         try replaceFreezing(with: scheduler.plan(step: step, model: self))
+        if let optimizer {
+            let forGood = scheduler.permanentlyFrozen(step: step).union(namedParameters().filter { $0.parameter.isEnforced }.map(\.name))
+            let held = optimizer.tensorsWithState.intersection(forGood)
+            if !held.isEmpty { optimizer.releaseState(for: held) }
+        }
     }
 }
 
@@ -21,6 +35,7 @@ public final class StaticFreezeScheduler: FreezeScheduler {
     public let fixed: FreezePlan
     public init(_ plan: FreezePlan) { fixed = plan }
     public func plan(step: Int, model: Module) -> FreezePlan { fixed }
+    public func permanentlyFrozen(step: Int) -> Set<String> { fixed.frozen }
 }
 
 /// A list of `(steps, plan)` stages, e.g. Met2Net's "freeze the translator", then "freeze the
@@ -38,6 +53,11 @@ public final class StagedFreezeScheduler: FreezeScheduler {
             if step < end { return stage.plan }
         }
         return stages.last!.plan
+    }
+
+    /// Once the last stage has begun, its whole-tensor freezes are final.
+    public func permanentlyFrozen(step: Int) -> Set<String> {
+        step >= stages.dropLast().reduce(0) { $0 + $1.steps } ? stages.last!.plan.frozen : []
     }
 }
 
@@ -114,4 +134,5 @@ public final class UnionFreezeScheduler: FreezeScheduler {
     public let extra: FreezePlan
     public init(_ base: FreezeScheduler, plus extra: FreezePlan) { self.base = base; self.extra = extra }
     public func plan(step: Int, model: Module) -> FreezePlan { base.plan(step: step, model: model).union(extra) }
+    public func permanentlyFrozen(step: Int) -> Set<String> { base.permanentlyFrozen(step: step).union(extra.frozen) }
 }

@@ -9,9 +9,19 @@ extension Tensor {
     /// Records a unary operation `f` whose input gradient is `derivative(g, x, y)` with `y = f(x)`;
     /// the argument not kept is passed the gradient instead and must be ignored by `derivative`.
     @inline(__always)
-    private func unary<F: UnaryElementFunction, D: TernaryElementFunction>(_ name: String, _ f: F, _ derivative: D, keeps: Keeps) -> Tensor {
+    private func unary<F: UnaryElementFunction, D: TernaryElementFunction>(_ name: String, _ f: F, _ derivative: D, keeps: Keeps,
+                                                                            compressible: Bool = false) -> Tensor {
         var result = mapElements(f)
-        let saved = keeps == .input ? detached() : result.detached()
+        let kept = keeps == .input ? detached() : result.detached()
+        if compressible, ActivationCompression.current == .int8, node != nil, GradientRecording.isRecording {
+            let copy = Int8Copy(kept)
+            result.recordOperation(name, inputs: [self]) { g, _ in
+                let saved = copy.restored()
+                return [keeps == .input ? Tensor.zipElements(g, saved, g, derivative) : Tensor.zipElements(g, g, saved, derivative)]
+            }
+            return result
+        }
+        let saved = kept
         result.recordOperation(name, inputs: [self]) { g, _ in
             [keeps == .input ? Tensor.zipElements(g, saved, g, derivative) : Tensor.zipElements(g, g, saved, derivative)]
         }
@@ -53,12 +63,12 @@ extension Tensor {
         return unary("clamp", Element.Clamp(lower: minimum, upper: maximum), Element.ClampGradient(lower: minimum, upper: maximum), keeps: .input)
     }
 
-    public func tanh() -> Tensor { unary("tanh", Element.Tanh(), Element.TanhGradient(), keeps: .output) }
-    public func sigmoid() -> Tensor { unary("sigmoid", Element.Sigmoid(), Element.SigmoidGradient(), keeps: .output) }
-    public func relu() -> Tensor { unary("relu", Element.ReLU(), Element.ReLUGradient(), keeps: .input) }
+    public func tanh() -> Tensor { unary("tanh", Element.Tanh(), Element.TanhGradient(), keeps: .output, compressible: true) }
+    public func sigmoid() -> Tensor { unary("sigmoid", Element.Sigmoid(), Element.SigmoidGradient(), keeps: .output, compressible: true) }
+    public func relu() -> Tensor { unary("relu", Element.ReLU(), Element.ReLUGradient(), keeps: .input, compressible: true) }
 
     /// x · sigmoid(x) (also called swish).
-    public func silu() -> Tensor { unary("silu", Element.SiLU(), Element.SiLUGradient(), keeps: .input) }
+    public func silu() -> Tensor { unary("silu", Element.SiLU(), Element.SiLUGradient(), keeps: .input, compressible: true) }
 
     /// How ``gelu(approximation:)`` evaluates the Gaussian CDF.
     public enum GELUApproximation: Sendable {
@@ -70,8 +80,8 @@ extension Tensor {
 
     public func gelu(approximation: GELUApproximation = .none) -> Tensor {
         switch approximation {
-        case .none: return unary("gelu", Element.GELU(), Element.GELUGradient(), keeps: .input)
-        case .tanh: return unary("gelu_tanh", Element.GELUTanh(), Element.GELUTanhGradient(), keeps: .input)
+        case .none: return unary("gelu", Element.GELU(), Element.GELUGradient(), keeps: .input, compressible: true)
+        case .tanh: return unary("gelu_tanh", Element.GELUTanh(), Element.GELUTanhGradient(), keeps: .input, compressible: true)
         }
     }
 

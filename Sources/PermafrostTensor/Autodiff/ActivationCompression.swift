@@ -1,0 +1,67 @@
+import Foundation
+
+/// How activation functions keep the tensor their backward pass reads.
+///
+/// SlimFit (arXiv 2305.18513) stores the activations that frozen layers must keep in 8 bits. Here the
+/// rule is exact about *which* activations: the saved input or output of an element-wise
+/// activation (ReLU, SiLU, GELU, sigmoid, tanh) only ever feeds an input gradient — never a weight
+/// gradient — so compressing it cannot bias a trainable tensor's own gradient term, only the signal
+/// passed further down. Inputs that matmul and convolution keep for their weight gradients stay
+/// Float32. Backward restores the 8-bit copy (symmetric, one scale per tensor: max|x|/127).
+public enum ActivationCompression: Sendable, Equatable {
+    case none
+    case int8
+
+    @TaskLocal static var current: ActivationCompression = .none
+
+    /// Runs `body` (typically a forward pass) with activations saved as `mode`.
+    public static func with<R>(_ mode: ActivationCompression, _ body: () throws -> R) rethrows -> R {
+        try $current.withValue(mode, operation: body)
+    }
+
+    /// The mode in effect in this task.
+    public static var inEffect: ActivationCompression { current }
+}
+
+/// An 8-bit copy of a tensor: symmetric per-tensor quantisation. Its bytes live in engine storage,
+/// so the memory accounting sees the 4× saving.
+struct Int8Copy {
+    let packed: Tensor
+    let scale: Float
+    let shape: [Int]
+
+    init(_ x: Tensor) {
+        shape = x.shape
+        let count = x.count
+        var maximum: Float = 0
+        x.withUnsafeBufferPointer { values in
+            for v in values { maximum = Swift.max(maximum, Swift.abs(v)) }
+        }
+        let scale = maximum > 0 && maximum.isFinite ? maximum / 127 : 1
+        self.scale = scale
+        var storage = Tensor.zeros([(count + 3) / 4])
+        let inverse = 1 / scale
+        x.withUnsafeBufferPointer { values in
+            storage.withUnsafeMutableBufferPointer { words in
+                let bytes = UnsafeMutableRawPointer(words.baseAddress!).assumingMemoryBound(to: Int8.self)
+                for i in 0..<count {
+                    let q = (values[i] * inverse).rounded()
+                    bytes[i] = Int8(Swift.max(-127, Swift.min(127, q.isNaN ? 0 : q)))
+                }
+            }
+        }
+        packed = storage
+    }
+
+    func restored() -> Tensor {
+        var result = Tensor.zeros(shape)
+        let count = result.count, scale = self.scale
+        packed.withUnsafeBufferPointer { words in
+            let bytes = UnsafeRawPointer(words.baseAddress!).assumingMemoryBound(to: Int8.self)
+            result.withUnsafeMutableBufferPointer { out in
+                for i in 0..<count { out[i] = Float(bytes[i]) * scale }
+            }
+        }
+        return result
+    }
+}
