@@ -177,7 +177,7 @@ struct Evaluate: ParsableCommand {
 /// `permafrost classifier train`: the evaluation classifier.
 struct ClassifierCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "classifier", abstract: "The evaluation classifier (recognition rate, FID features).",
-                                                    subcommands: [Train.self])
+                                                    subcommands: [Train.self, Finetune.self])
 
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -225,6 +225,105 @@ struct ClassifierCommand: ParsableCommand {
             let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
             try model.save(to: URL(fileURLWithPath: output))
             print(String(format: "test accuracy %.2f%% on %d images (%d classes); saved %@", accuracy * 100, test.count, classes, output))
+        }
+    }
+}
+
+extension ClassifierCommand {
+    /// SlimFit's classifier experiment: a digits classifier adapted to a new domain (digits plus
+    /// Fashion-MNIST trouser/sneaker/bag as classes 10–12), fully or with dynamic freezing.
+    struct Finetune: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fine-tune a 10-class digits classifier to 13 classes (digits + Fashion 1,7,8), optionally with SlimFit; report accuracy, time and memory.",
+            discussion: """
+            The head grows from 10 to 13 outputs (the digit rows are kept, the new rows start at zero). Run it once \
+            with --scheduler none and once with --scheduler slimfit, each in a fresh process, and compare the \
+            reports (docs/results/slimfit.md).
+
+            Example: permafrost classifier finetune --from runs/classifier-digits.safetensors --scheduler slimfit --freeze-budget 0.8 --report slim.json
+            """
+        )
+        @Option(help: "A 10-class classifier from `permafrost classifier train`.") var from: String
+        @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
+        @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
+        @Flag(help: "Keep activation functions' saved tensors in 8 bits.") var compressActivations = false
+        @Option(help: "Epochs over the 13-class training images.") var epochs: Int = 1
+        @Option(help: "Batch size.") var batch: Int = 64
+        @Option(help: "Learning rate (Adam).") var learningRate: Float = 5e-4
+        @Option(help: "Random seed.") var seed: UInt64 = 0
+        @Option(help: "Write a JSON report here.") var report: String?
+        @OptionGroup var dataOptions: DataOptions
+        @OptionGroup var engine: EngineOptions
+
+        func run() throws {
+            try engine.apply()
+            let source = try ImageClassifier.load(from: URL(fileURLWithPath: from))
+            guard source.classes == 10 else { throw ValidationError("--from must be a 10-class digits classifier, this one has \(source.classes) classes") }
+            let model = ImageClassifier(classes: 13, seed: seed)
+            for (name, parameter) in model.namedParameters() {
+                let old = source.parameter(named: name)!.value
+                if old.shape == parameter.shape { parameter.value = old; continue }
+                // The head: digit rows copied, the three new rows zero.
+                var grown = Tensor.zeros(parameter.shape)
+                let count = old.count
+                old.withUnsafeBufferPointer { o in grown.withUnsafeMutableBufferPointer { g in for i in 0..<count { g[i] = o[i] } } }
+                parameter.value = grown
+            }
+            let train = try dataOptions.load(split: "train", digits: Set(0..<10), fashion: [1, 7, 8])
+            let test = try dataOptions.load(split: "t10k", digits: Set(0..<10), fashion: [1, 7, 8])
+            let freezer: FreezeScheduler?
+            switch scheduler {
+            case "none": freezer = nil
+            case "slimfit":
+                guard freezeBudget >= 0, freezeBudget < 1 else { throw ValidationError("--freeze-budget must be in [0, 1)") }
+                freezer = SlimFitScheduler(budget: freezeBudget)
+            default: throw ValidationError("--scheduler must be none or slimfit, got '\(scheduler)'")
+            }
+            let optimizer = Adam(learningRate: learningRate)
+            let stepsPerEpoch = train.count / batch, total = epochs * stepsPerEpoch
+            let bar = ProgressBar(total: total, label: "finetune \(scheduler)")
+            var generator = PhiloxGenerator(seed: seed)
+            var step = 0, times: [Double] = [], peak = 0, activations = 0, gradients = 0, state = 0, frozenShare: [Double] = []
+            let parameterTotal = Double(model.parameterCount)
+            for _ in 0..<epochs {
+                var order = Array(0..<train.count)
+                order.shuffle(using: &generator)
+                for b in 0..<stepsPerEpoch {
+                    let indices = Array(order[(b * batch)..<((b + 1) * batch)])
+                    let images = train.batch(indices), labels = indices.map { train.labels[$0] }
+                    optimizer.learningRate = LearningRateSchedule.cosine(peak: learningRate, minimum: learningRate / 20, warmupSteps: 20, totalSteps: total).rate(atStep: step)
+                    let start = Date()
+                    if let freezer { try model.applySchedule(freezer, step: step, optimizer: optimizer) }
+                    let result = try ActivationCompression.with(compressActivations ? .int8 : .none) {
+                        try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model.logits(images), labels: labels) }
+                    }
+                    times.append(Date().timeIntervalSince(start))
+                    // The first steps train everything (SlimFit's scores start high); the steady state is what a run pays.
+                    if step >= 10 {
+                        peak = max(peak, result.memory.peakBytes); activations = max(activations, result.memory.activationBytes)
+                        gradients = max(gradients, result.memory.gradientBytes); state = max(state, result.memory.optimizerStateBytes)
+                    }
+                    frozenShare.append(Double(model.frozenParameters().reduce(0) { $0 + $1.parameter.value.count }) / parameterTotal)
+                    step += 1
+                    bar.update(step, detail: String(format: "loss %.4f", result.loss))
+                }
+            }
+            let predicted = model.predict(test.batch(Array(0..<test.count)))
+            let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
+            let rss = peakResidentMegabytes()
+            let summary: [String: Any] = [
+                "scheduler": scheduler, "freeze_budget": scheduler == "slimfit" ? freezeBudget : 0, "compress_activations": compressActivations,
+                "epochs": epochs, "steps": total, "batch": batch, "test_accuracy": accuracy, "test_images": test.count,
+                "median_step_seconds": median(Array(times.dropFirst(10))), "mean_frozen_parameter_share": frozenShare.reduce(0, +) / Double(max(frozenShare.count, 1)),
+                "peak_tensor_bytes": peak, "activation_bytes": activations, "gradient_bytes": gradients, "optimizer_state_bytes": state,
+                "peak_rss_mb": rss, "command": "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " "),
+            ]
+            print(String(format: "test accuracy %.2f%% (13 classes); median step %.2f ms; peak tensors %.1f MiB (activations %.1f, gradients %.2f, optimizer %.2f); peak RSS %.0f MiB",
+                         accuracy * 100, median(Array(times.dropFirst(10))) * 1000, Double(peak) / 1_048_576, Double(activations) / 1_048_576,
+                         Double(gradients) / 1_048_576, Double(state) / 1_048_576, rss))
+            if let report {
+                try AtomicFile.write(try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys]), to: URL(fileURLWithPath: report))
+            }
         }
     }
 }

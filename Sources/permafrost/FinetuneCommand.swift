@@ -24,6 +24,14 @@ struct FinetuneReport: Codable {
     var finalLoss: Float
     var secondsPerStep: Double
     var memory: MemoryReport?
+    /// Largest per-step tensor peak after the first 10 steps (SlimFit trains everything at first).
+    var steadyPeakTensorBytes: Int?
+    /// Median seconds per step after the first 10.
+    var medianSecondsPerStep: Double?
+    /// The process's peak resident set size, MiB.
+    var peakRSSMegabytes: Double?
+    var scheduler: String?
+    var activationCompression: Bool?
     var classSlots: [Int]
 }
 
@@ -117,11 +125,14 @@ struct Finetune: ParsableCommand {
         }
         let bar = ProgressBar(total: steps, label: "finetune")
         bar.quiet = quiet
-        var lastLoss: Float = .nan, memory: MemoryReport?
+        var lastLoss: Float = .nan, memory: MemoryReport?, steadyPeak = 0, stepTimes: [Double] = []
         let start = Date()
+        var stepStart = Date()
         try trainer.train(checkpointDirectory: nil) { p in
             lastLoss = p.averageLoss
             memory = p.memory
+            if p.step > 10 { steadyPeak = max(steadyPeak, p.memory.peakBytes); stepTimes.append(Date().timeIntervalSince(stepStart)) }
+            stepStart = Date()
             bar.update(p.step, detail: String(format: "loss %.4f", p.averageLoss))
         }
         let seconds = Date().timeIntervalSince(start)
@@ -138,6 +149,8 @@ struct Finetune: ParsableCommand {
             changedGuardedTensors: changed, frozenTensors: model.frozenParameters().count, trainableTensors: model.trainableParameters().count,
             trainableParameters: model.trainableParameters().reduce(0) { $0 + $1.parameter.value.count },
             steps: steps, finalLoss: lastLoss, secondsPerStep: seconds / Double(max(steps, 1)), memory: memory,
+            steadyPeakTensorBytes: steadyPeak, medianSecondsPerStep: stepTimes.isEmpty ? nil : median(stepTimes),
+            peakRSSMegabytes: peakResidentMegabytes(), scheduler: scheduler, activationCompression: compressActivations,
             classSlots: Set(data.labels).sorted())
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

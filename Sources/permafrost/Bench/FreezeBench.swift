@@ -144,14 +144,7 @@ struct FreezeWorker: ParsableCommand {
             try freezeLeading(module, fraction: percent / 100)
         }
         let (times, _) = try timedSteps(module, steps: steps, learningRate: 1e-4, loss)
-        var usage = rusage()
-        #if os(Linux)
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        let peakMB = Double(usage.ru_maxrss) / 1024          // kilobytes on Linux
-        #else
-        getrusage(RUSAGE_SELF, &usage)
-        let peakMB = Double(usage.ru_maxrss) / 1_048_576     // bytes on macOS
-        #endif
+        let peakMB = peakResidentMegabytes()
         let object: [String: Any] = ["seconds": times, "peak_rss_mb": peakMB]
         print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
     }
@@ -209,4 +202,16 @@ extension PeerScripts {
     print(json.dumps({"seconds": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     """
     }
+}
+
+/// This process's peak resident set size, MiB.
+func peakResidentMegabytes() -> Double {
+    var usage = rusage()
+    #if os(Linux)
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024          // kilobytes on Linux
+    #else
+    getrusage(RUSAGE_SELF, &usage)
+    return Double(usage.ru_maxrss) / 1_048_576     // bytes on macOS
+    #endif
 }
