@@ -28,14 +28,14 @@ func writeEvaluationOutputs(_ evaluation: GuardEvaluation, results: [GuardResult
     \(markdownTable(results))
 
     Pictures: `grid-*.png` (rows: classes; columns: samples), `frontier.png` (x: permitted recognition,
-    y: restricted recognition; blue guard, gray random, orange magnitude, red full fine-tuning, black none).
+    y: restricted recognition; blue guard, gray random, orange magnitude, green contrast, red full fine-tuning, black none).
     """
     try AtomicFile.write(Data(markdown.utf8), to: out.appendingPathComponent("report.md"))
 
     // Frontier: mean permitted vs mean restricted recognition per (method, target).
     func mean(_ values: [Double]) -> Double { values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count) }
     var series: [(points: [(Float, Float)], color: Plot.Color)] = []
-    for (method, color) in [("guard", Plot.Color.blue), ("random", .gray), ("magnitude", .orange), ("full", .red), ("none", .black)] {
+    for (method, color) in [("guard", Plot.Color.blue), ("random", .gray), ("magnitude", .orange), ("contrast", .green), ("full", .red), ("none", .black)] {
         let rows = results.filter { $0.method == method }
         let targets = Set(rows.map { $0.target_ratio ?? -1 }).sorted()
         let points: [(Float, Float)] = targets.map { t in
@@ -79,7 +79,7 @@ extension GuardCommand {
         @Option(help: "13-class evaluation classifier (`permafrost classifier train --fashion 1,7,8`).") var classifier: String
         @Option(help: "near or far.") var `protocol`: String = "far"
         @Option(help: "Target freeze ratios (fractions of parameters).") var ratios: String = "0.3,0.5,0.7,0.9"
-        @Option(help: "Methods: none,full,guard,random,magnitude.") var methods: String = "none,full,guard,random,magnitude"
+        @Option(help: "Methods: none,full,guard,random,magnitude,contrast (contrast: the tensors that move most under restricted relative to permitted fine-tuning).") var methods: String = "none,full,guard,random,magnitude"
         @Option(help: "Random-mask seeds.") var randomSeeds: Int = 3
         @Option(help: "User fine-tuning steps.") var userSteps: Int = 300
         @Option(help: "User batch size.") var userBatch: Int = 32

@@ -17,6 +17,9 @@ struct GuardResult: Codable {
     var fid: Double?
     var seed: Int?
     var target_ratio: Double?
+    /// The user's fine-tuning cost under this method (absent for `none`).
+    var seconds_per_step: Double?
+    var peak_tensor_bytes: Int?
 }
 
 struct GuardReport: Codable {
@@ -125,6 +128,18 @@ final class GuardEvaluation {
         return (Double(frozen.count) / Double(all.count), Double(frozenScalars) / Double(base.parameterCount))
     }
 
+    /// Relative L2 change ‖w − w_base‖ / ‖w_base‖ of every tensor of `tuned`.
+    func relativeChange(after tuned: UNet2DModel) throws -> [String: Double] {
+        var change: [String: Double] = [:]
+        for ((name, p), (_, q)) in zip(tuned.namedParameters(), base.namedParameters()) {
+            let a = p.value.scalars, b = q.value.scalars
+            let diff = zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
+            let norm = b.reduce(0.0) { $0 + Double($1 * $1) }
+            change[name] = (diff / max(norm, 1e-12)).squareRoot()
+        }
+        return change
+    }
+
     /// Tensors in `order` frozen until the frozen parameter share reaches `ratio`.
     func freezeInOrder(_ order: [String], ratio: Double) -> Set<String> {
         let counts = Dictionary(uniqueKeysWithValues: base.namedParameters().map { ($0.name, $0.parameter.value.count) })
@@ -162,30 +177,35 @@ final class GuardEvaluation {
             let (ratio, params) = parameterRatio(frozen)
             for domain in domains {
                 log("  \(method)\(target.map { " @\(Int($0 * 100))%" } ?? "")\(seed.map { " seed \($0)" } ?? "") on \(domain.name)")
-                let model: UNet2DModel
-                if method == "none" { model = base } else { model = try finetune(frozen: frozen, data: domain.train, seed: 17).0 }
+                var model = base, secondsPerStep: Double?, peak: Int?
+                if method != "none" {
+                    let (tuned, memory, seconds) = try finetune(frozen: frozen, data: domain.train, seed: 17)
+                    model = tuned; secondsPerStep = seconds; peak = memory?.peakBytes
+                }
                 let (rate, fid, images) = try score(model, domain: domain, seed: 5)
                 results.append(GuardResult(method: method, domain: domain.name, freeze_ratio: ratio, freeze_ratio_params: params,
-                                           recognition_rate: rate, fid: fid, seed: seed, target_ratio: target))
+                                           recognition_rate: rate, fid: fid, seed: seed, target_ratio: target,
+                                           seconds_per_step: secondsPerStep, peak_tensor_bytes: peak))
                 pictures["\(method)|\(target ?? -1)|\(seed ?? 0)|\(domain.name)"] = images
                 log(String(format: "    recognition %.1f%%, FID %.2f", rate * 100, fid ?? .nan))
             }
         }
         if scale.methods.contains("none") { try measure(method: "none", frozen: [], target: nil, seed: nil) }
         if scale.methods.contains("full") { try measure(method: "full", frozen: [], target: nil, seed: nil) }
-        var magnitudeOrder: [String]?
-        if scale.methods.contains("magnitude") {
-            // Tensors that moved most (relative L2 change) under restricted fine-tuning freeze first.
+        var magnitudeOrder: [String]?, contrastOrder: [String]?
+        if scale.methods.contains("magnitude") || scale.methods.contains("contrast") {
+            // Relative L2 change of every tensor under a full fine-tune on the publisher's restricted
+            // data (magnitude: moved most freezes first) and, for contrast, on its permitted data too
+            // (moved most for restricted *relative to* permitted freezes first).
             let restricted = GuardProtocol.half(try spec.restricted(dataOptions), publisher: true)
-            let (tuned, _, _) = try finetune(frozen: [], data: restricted, seed: 23)
-            var change: [String: Double] = [:]
-            for ((name, p), (_, q)) in zip(tuned.namedParameters(), base.namedParameters()) {
-                let a = p.value.scalars, b = q.value.scalars
-                let diff = zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
-                let norm = b.reduce(0.0) { $0 + Double($1 * $1) }
-                change[name] = (diff / max(norm, 1e-12)).squareRoot()
+            let onRestricted = try relativeChange(after: try finetune(frozen: [], data: restricted, seed: 23).0)
+            magnitudeOrder = onRestricted.keys.sorted { (onRestricted[$0]!, $1) > (onRestricted[$1]!, $0) }
+            if scale.methods.contains("contrast") {
+                let permitted = GuardProtocol.half(try spec.permitted(dataOptions), publisher: true)
+                let onPermitted = try relativeChange(after: try finetune(frozen: [], data: permitted, seed: 23).0)
+                let scores = onRestricted.map { (name: $0.key, score: $0.value / max(onPermitted[$0.key] ?? 0, 1e-12)) }
+                contrastOrder = scores.sorted { ($0.score, $1.name) > ($1.score, $0.name) }.map(\.name)
             }
-            magnitudeOrder = change.keys.sorted { change[$0]! > change[$1]! }
         }
         for ratio in scale.ratios {
             if scale.methods.contains("guard") {
@@ -202,7 +222,10 @@ final class GuardEvaluation {
                     try measure(method: "random", frozen: freezeInOrder(names, ratio: ratio), target: ratio, seed: seed)
                 }
             }
-            if let magnitudeOrder { try measure(method: "magnitude", frozen: freezeInOrder(magnitudeOrder, ratio: ratio), target: ratio, seed: nil) }
+            if let magnitudeOrder, scale.methods.contains("magnitude") {
+                try measure(method: "magnitude", frozen: freezeInOrder(magnitudeOrder, ratio: ratio), target: ratio, seed: nil)
+            }
+            if let contrastOrder { try measure(method: "contrast", frozen: freezeInOrder(contrastOrder, ratio: ratio), target: ratio, seed: nil) }
         }
         return results
     }
