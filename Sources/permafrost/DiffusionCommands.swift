@@ -205,21 +205,13 @@ struct ClassifierCommand: ParsableCommand {
             let stepsPerEpoch = train.count / batch
             let total = epochs * stepsPerEpoch
             let bar = ProgressBar(total: total, label: "classifier")
-            var generator = PhiloxGenerator(seed: seed)
-            var step = 0, recent: [Float] = []
-            for _ in 0..<epochs {
-                var order = Array(0..<train.count)
-                order.shuffle(using: &generator)
-                for b in 0..<stepsPerEpoch {
-                    let indices = Array(order[(b * batch)..<((b + 1) * batch)])
-                    let images = train.batch(indices), labels = indices.map { train.labels[$0] }
-                    optimizer.learningRate = LearningRateSchedule.cosine(peak: learningRate, minimum: learningRate / 50, warmupSteps: 50, totalSteps: total).rate(atStep: step)
-                    let result = try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model.logits(images), labels: labels) }
-                    step += 1
-                    recent.append(result.loss)
-                    if recent.count > 50 { recent.removeFirst() }
-                    bar.update(step, detail: String(format: "loss %.4f", recent.reduce(0, +) / Float(recent.count)))
-                }
+            var recent: [Float] = []
+            try forEachShuffledBatch(of: train, batch: batch, epochs: epochs, seed: seed) { step, images, labels in
+                optimizer.learningRate = LearningRateSchedule.cosine(peak: learningRate, minimum: learningRate / 50, warmupSteps: 50, totalSteps: total).rate(atStep: step)
+                let result = try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model.logits(images), labels: labels) }
+                recent.append(result.loss)
+                if recent.count > 50 { recent.removeFirst() }
+                bar.update(step + 1, detail: String(format: "loss %.4f", recent.reduce(0, +) / Float(recent.count)))
             }
             let predicted = model.predict(test.batch(Array(0..<test.count)))
             let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
@@ -282,31 +274,23 @@ extension ClassifierCommand {
             let optimizer = Adam(learningRate: learningRate)
             let stepsPerEpoch = train.count / batch, total = epochs * stepsPerEpoch
             let bar = ProgressBar(total: total, label: "finetune \(scheduler)")
-            var generator = PhiloxGenerator(seed: seed)
-            var step = 0, times: [Double] = [], peak = 0, activations = 0, gradients = 0, state = 0, frozenShare: [Double] = []
+            var times: [Double] = [], peak = 0, activations = 0, gradients = 0, state = 0, frozenShare: [Double] = []
             let parameterTotal = Double(model.parameterCount)
-            for _ in 0..<epochs {
-                var order = Array(0..<train.count)
-                order.shuffle(using: &generator)
-                for b in 0..<stepsPerEpoch {
-                    let indices = Array(order[(b * batch)..<((b + 1) * batch)])
-                    let images = train.batch(indices), labels = indices.map { train.labels[$0] }
-                    optimizer.learningRate = LearningRateSchedule.cosine(peak: learningRate, minimum: learningRate / 20, warmupSteps: 20, totalSteps: total).rate(atStep: step)
-                    let start = Date()
-                    if let freezer { try model.applySchedule(freezer, step: step, optimizer: optimizer) }
-                    let result = try ActivationCompression.with(compressActivations ? .int8 : .none) {
-                        try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model.logits(images), labels: labels) }
-                    }
-                    times.append(Date().timeIntervalSince(start))
-                    // The first steps train everything (SlimFit's scores start high); the steady state is what a run pays.
-                    if step >= 10 {
-                        peak = max(peak, result.memory.peakBytes); activations = max(activations, result.memory.activationBytes)
-                        gradients = max(gradients, result.memory.gradientBytes); state = max(state, result.memory.optimizerStateBytes)
-                    }
-                    frozenShare.append(Double(model.frozenParameters().reduce(0) { $0 + $1.parameter.value.count }) / parameterTotal)
-                    step += 1
-                    bar.update(step, detail: String(format: "loss %.4f", result.loss))
+            try forEachShuffledBatch(of: train, batch: batch, epochs: epochs, seed: seed) { step, images, labels in
+                optimizer.learningRate = LearningRateSchedule.cosine(peak: learningRate, minimum: learningRate / 20, warmupSteps: 20, totalSteps: total).rate(atStep: step)
+                let start = Date()
+                if let freezer { try model.applySchedule(freezer, step: step, optimizer: optimizer) }
+                let result = try ActivationCompression.with(compressActivations ? .int8 : .none) {
+                    try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model.logits(images), labels: labels) }
                 }
+                times.append(Date().timeIntervalSince(start))
+                // The first steps train everything (SlimFit's scores start high); the steady state is what a run pays.
+                if step >= 10 {
+                    peak = max(peak, result.memory.peakBytes); activations = max(activations, result.memory.activationBytes)
+                    gradients = max(gradients, result.memory.gradientBytes); state = max(state, result.memory.optimizerStateBytes)
+                }
+                frozenShare.append(Double(model.frozenParameters().reduce(0) { $0 + $1.parameter.value.count }) / parameterTotal)
+                bar.update(step + 1, detail: String(format: "loss %.4f", result.loss))
             }
             let predicted = model.predict(test.batch(Array(0..<test.count)))
             let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
@@ -324,6 +308,22 @@ extension ClassifierCommand {
             if let report {
                 try AtomicFile.write(try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys]), to: URL(fileURLWithPath: report))
             }
+        }
+    }
+}
+
+/// Calls `body(step, images, labels)` for every full batch of `epochs` shuffled passes over `data`.
+func forEachShuffledBatch(of data: LabeledImages, batch: Int, epochs: Int, seed: UInt64,
+                          _ body: (Int, Tensor, [Int]) throws -> Void) throws {
+    var generator = PhiloxGenerator(seed: seed)
+    var step = 0
+    for _ in 0..<epochs {
+        var order = Array(0..<data.count)
+        order.shuffle(using: &generator)
+        for b in 0..<(data.count / batch) {
+            let indices = Array(order[(b * batch)..<((b + 1) * batch)])
+            try body(step, data.batch(indices), indices.map { data.labels[$0] })
+            step += 1
         }
     }
 }
