@@ -25,6 +25,12 @@ func writeEvaluationOutputs(_ evaluation: GuardEvaluation, results: [GuardResult
     (for `restricted-malicious-slots`, the restricted content taught under unused slots 13–15). FID: Fréchet
     distance in the classifier's 128-d feature space against real test images of the same classes.
 
+    ## Summary
+
+    \(goalSummary(results))
+
+    ## Every cell
+
     \(markdownTable(results))
 
     Pictures: `grid-*.png` (rows: classes; columns: samples), `frontier.png` (x: permitted recognition,

@@ -72,7 +72,7 @@ struct GuardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "guard",
         abstract: "FreezeAsGuard for publishers: learn, sign, verify and inspect guard manifests.",
-        subcommands: [Keygen.self, Learn.self, Sign.self, Verify.self, Inspect.self, EvaluateGuard.self]
+        subcommands: [Keygen.self, Learn.self, Sign.self, Verify.self, Inspect.self, EvaluateGuard.self, Summarize.self]
     )
 
     struct Keygen: ParsableCommand {
@@ -229,4 +229,21 @@ func weightsURL(_ path: String) -> URL {
         return url.appendingPathComponent(UNet2DModel.weightsFileName)
     }
     return url
+}
+
+extension GuardCommand {
+    /// `permafrost guard summarize REPORT`: the goal check of a `guard evaluate` report.
+    struct Summarize: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Summarise a guard evaluation report (means per method and ratio, and the goal check).")
+        @Argument(help: "report.json from `permafrost guard evaluate`.") var report: String
+        func run() throws {
+            let data = try Data(contentsOf: URL(fileURLWithPath: report))
+            let decoded: GuardReport
+            do { decoded = try JSONDecoder().decode(GuardReport.self, from: data) } catch {
+                throw CLIError("'\(report)' is not a guard evaluation report: \(error)")
+            }
+            print("# \(decoded.protocol) protocol\n\nCommand: `\(decoded.command)`\n")
+            print(goalSummary(decoded.results))
+        }
+    }
 }

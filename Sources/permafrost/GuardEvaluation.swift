@@ -240,3 +240,39 @@ func markdownTable(_ results: [GuardResult]) -> String {
     }
     return lines.joined(separator: "\n")
 }
+
+/// The protocol's summary: per method and target ratio, mean recognition on the restricted domains
+/// (both label choices) and on the permitted ones, and the goal check of docs/PROTOCOLS.md.
+func goalSummary(_ results: [GuardResult]) -> String {
+    func mean(_ values: [Double]) -> Double { values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count) }
+    func rates(_ method: String, _ target: Double?, restricted: Bool) -> [Double] {
+        results.filter { $0.method == method && $0.target_ratio == target && $0.domain.hasPrefix("restricted") == restricted }.map(\.recognition_rate)
+    }
+    let fullRestricted = mean(rates("full", nil, restricted: true)), fullPermitted = mean(rates("full", nil, restricted: false))
+    var lines = [
+        "| method | target | frozen params | restricted (mean) | permitted (mean) | permitted − full | restricted / full | vs random mean | goal met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        String(format: "| full | — | 0%% | %.1f%% | %.1f%% | — | — | — | — |", fullRestricted * 100, fullPermitted * 100),
+        String(format: "| none | — | 0%% | %.1f%% | %.1f%% | — | — | — | — |", mean(rates("none", nil, restricted: true)) * 100, mean(rates("none", nil, restricted: false)) * 100),
+    ]
+    let targets = Set(results.compactMap(\.target_ratio)).sorted()
+    for target in targets {
+        let randomRestricted = mean(rates("random", target, restricted: true))
+        for method in ["guard", "contrast", "magnitude", "random"] {
+            let restricted = mean(rates(method, target, restricted: true)), permitted = mean(rates(method, target, restricted: false))
+            guard !restricted.isNaN else { continue }
+            let params = mean(results.filter { $0.method == method && $0.target_ratio == target }.map(\.freeze_ratio_params))
+            let met = method != "random" && permitted >= fullPermitted - 0.05 && restricted <= 0.5 * fullRestricted && restricted <= 0.7 * randomRestricted
+            lines.append(String(format: "| %@ | %.0f%% | %.0f%% | %.1f%% | %.1f%% | %+.1f | %.2f | %@ | %@ |", method, target * 100, params * 100,
+                                restricted * 100, permitted * 100, (permitted - fullPermitted) * 100, restricted / fullRestricted,
+                                method == "random" ? "—" : String(format: "%+.0f%%", (restricted / randomRestricted - 1) * 100), method == "random" ? "—" : (met ? "yes" : "no")))
+        }
+    }
+    return """
+    Goal (far protocol): permitted recognition within 5 points of full fine-tuning's, restricted recognition ≤ 50% of \
+    full fine-tuning's and ≥ 30% (relative) below random freezing's mean at the same ratio. Means over both restricted \
+    label choices, the permitted domains and (for random) the seeds.
+
+    \(lines.joined(separator: "\n"))
+    """
+}

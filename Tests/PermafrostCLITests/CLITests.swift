@@ -97,4 +97,35 @@ final class CLITests: XCTestCase {
         let expected = try SafetensorsFile(contentsOf: folder.appendingPathComponent("expected_int.safetensors")).tensor(named: "sample").scalars
         XCTAssertLessThanOrEqual(zip(ours, expected).map { abs($0 - $1) }.max()!, 1e-4)
     }
+
+    /// `guard summarize` averages the domains and seeds and applies the goal's three conditions.
+    func testGuardSummarizeChecksTheGoal() throws {
+        func cell(_ method: String, _ domain: String, _ rate: Double, target: Double? = nil, seed: Int? = nil) -> [String: Any] {
+            var c: [String: Any] = ["method": method, "domain": domain, "freeze_ratio": 0.5, "freeze_ratio_params": target ?? 0, "recognition_rate": rate]
+            if let target { c["target_ratio"] = target }
+            if let seed { c["seed"] = seed }
+            return c
+        }
+        let results: [[String: Any]] = [
+            cell("full", "restricted", 0.96), cell("full", "restricted-malicious-slots", 0.94), cell("full", "permitted-digits", 0.80),
+            cell("none", "restricted", 0.01), cell("none", "restricted-malicious-slots", 0.01), cell("none", "permitted-digits", 0.05),
+            cell("guard", "restricted", 0.30, target: 0.7), cell("guard", "restricted-malicious-slots", 0.36, target: 0.7), cell("guard", "permitted-digits", 0.78, target: 0.7),
+            cell("magnitude", "restricted", 0.30, target: 0.7), cell("magnitude", "restricted-malicious-slots", 0.36, target: 0.7), cell("magnitude", "permitted-digits", 0.60, target: 0.7),
+            cell("random", "restricted", 0.90, target: 0.7, seed: 0), cell("random", "restricted-malicious-slots", 0.90, target: 0.7, seed: 0), cell("random", "permitted-digits", 0.75, target: 0.7, seed: 0),
+            cell("random", "restricted", 0.70, target: 0.7, seed: 1), cell("random", "restricted-malicious-slots", 0.70, target: 0.7, seed: 1), cell("random", "permitted-digits", 0.75, target: 0.7, seed: 1),
+        ]
+        let directory = try temporary()
+        let url = directory.appendingPathComponent("report.json")
+        try JSONSerialization.data(withJSONObject: ["protocol": "far", "command": "test", "settings": [:] as [String: String], "results": results]).write(to: url)
+        let output = try run(["guard", "summarize", url.path]).output
+        let rows = output.split(separator: "\n").map(String.init)
+        // guard: restricted 33% ≤ 0.5 × 95% and ≤ 0.7 × 80% (random mean); permitted 78% ≥ 80% − 5.
+        XCTAssertTrue(rows.contains { $0.hasPrefix("| guard | 70% |") && $0.hasSuffix("| yes |") }, output)
+        // magnitude blocks as well but loses 20 points of permitted recognition.
+        XCTAssertTrue(rows.contains { $0.hasPrefix("| magnitude | 70% |") && $0.hasSuffix("| no |") }, output)
+        XCTAssertTrue(rows.contains { $0.hasPrefix("| random | 70% |") && $0.contains("80.0%") }, "random's restricted mean over seeds and label choices: \(output)")
+        let broken = directory.appendingPathComponent("broken.json")
+        try Data("{\"results\": 3}".utf8).write(to: broken)
+        XCTAssertTrue(try run(["guard", "summarize", broken.path], expectSuccess: false).output.contains("not a guard evaluation report"))
+    }
 }
