@@ -76,6 +76,9 @@ public struct JobParameters: Codable, Sendable, Equatable {
         if let refused = unfreeze.first(where: { guarded.contains($0) }) {
             throw .guarded("'\(refused)' is frozen by the publisher's signed guard and cannot be unfrozen; \(guarded.count) tensors are guarded (GET /v1/guard lists them)")
         }
+        if guarded.union(freeze).count >= tensorNames.count {
+            throw .invalidJob("'freeze' together with the guard freezes every tensor; nothing would train")
+        }
         let scheduler = (object["scheduler"] as? String) ?? "none"
         guard object["scheduler"] == nil || object["scheduler"] is String, ["none", "slimfit"].contains(scheduler) else {
             throw .invalidJob("'scheduler' must be \"none\" or \"slimfit\"")

@@ -18,6 +18,8 @@ final class ServiceHarness: @unchecked Sendable {
     let guardURL: URL
     let publicKey: URL
     var manifest: GuardManifest
+    /// Every tensor of the base, in checkpoint order.
+    let tensorNames: [String]
     var process: Process?
     var port = 0
     var extraArguments: [String]
@@ -57,7 +59,8 @@ final class ServiceHarness: @unchecked Sendable {
         let model = try UNet2DModel(config: Self.tinyConfig(), seed: 7)
         try model.save(directory: base)
         _ = try GuardKeys.generate(privateKeyURL: root.appendingPathComponent("publisher.key"), publicKeyURL: publicKey)
-        let frozen = Set(model.namedParameters().map(\.name).filter(Self.isGuarded))
+        tensorNames = model.namedParameters().map(\.name)
+        let frozen = Set(tensorNames.filter(Self.isGuarded))
         manifest = try GuardManifest(model: model, frozen: frozen, baseSHA256: try sha256Hex(of: base.appendingPathComponent(UNet2DModel.weightsFileName)),
                                      settings: ["purpose": "service tests"])
         try manifest.sign(with: try GuardKeys.privateKey(from: root.appendingPathComponent("publisher.key")))

@@ -131,6 +131,10 @@ final class ServiceEndToEndTests: XCTestCase {
             XCTAssertEqual(reply.status, 422, "\(body): \(reply.text)")
             XCTAssertTrue((reply.json["detail"] as? String ?? "").contains(fragment), "\(body): \(reply.text)")
         }
+        let everything = try await harness.request("POST", "/v1/jobs", token: alice,
+                                                   body: harness.json(["upload_id": uploadID, "freeze": harness.tensorNames.filter { !harness.manifest.frozen.contains($0) }]))
+        XCTAssertEqual(everything.status, 422)
+        XCTAssertTrue((everything.json["detail"] as? String ?? "").contains("nothing would train"), everything.text)
         let notJSON = try await harness.request("POST", "/v1/jobs", token: alice, body: Data("{steps".utf8))
         XCTAssertEqual(notJSON.status, 400)
         let jobs = try await harness.request("GET", "/v1/jobs", token: alice)
