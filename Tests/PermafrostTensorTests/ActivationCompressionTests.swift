@@ -55,4 +55,38 @@ final class ActivationCompressionTests: XCTestCase {
         for (a, b) in zip(x.scalars, restored) { XCTAssertLessThanOrEqual(Swift.abs(a - b), copy.scale / 2 + 1e-6) }
         XCTAssertEqual(Int8Copy(Tensor.zeros([5])).restored().scalars, [0, 0, 0, 0, 0], "all-zero tensors stay exact")
     }
+
+    /// A group norm with a frozen scale and shift keeps its input in 8 bits; a trainable one keeps Float32.
+    func testFrozenGroupNormKeepsItsInputInEightBits() throws {
+        var g = PhiloxGenerator(seed: 5)
+        let x = Tensor(randomNormal: [64, 128], generator: &g)
+        let w1 = Tensor(randomNormal: [128, 256], generator: &g) * 0.09
+        let w2 = Tensor(randomNormal: [256, 32], generator: &g) * 0.06
+        let gamma = Tensor(randomNormal: [16], generator: &g) * 0.1 + 1, beta = Tensor(randomNormal: [16], generator: &g) * 0.1
+        func run(_ mode: ActivationCompression, trainableNorm: Bool) -> ([Tensor?], Int) {
+            let leaves = [w1, w2].map { $0.requiringGradient() }
+            let scale = trainableNorm ? gamma.requiringGradient() : gamma
+            let before = MemoryStatistics.liveBytes
+            var kept = 0
+            let gradients: [Tensor?] = ActivationCompression.with(mode) {
+                let h = x.matmul(leaves[0]).reshaped([64, 16, 16]).groupNormalized(groups: 4, scale: scale, shift: beta)
+                let loss = h.reshaped([64, 256]).matmul(leaves[1]).squared().mean()
+                kept = MemoryStatistics.liveBytes - before
+                return loss.gradients(withRespectTo: leaves)
+            }
+            return (gradients, kept)
+        }
+        let (exact, fullBytes) = run(.none, trainableNorm: false)
+        let (compressed, int8Bytes) = run(.int8, trainableNorm: false)
+        let a = try XCTUnwrap(exact[0]).scalars, b = try XCTUnwrap(compressed[0]).scalars
+        let relative = zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot() / a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+        print(String(format: "int8 group-norm input: relative gradient error of w1 = %.4f%%", relative * 100))
+        XCTAssertLessThan(relative, 0.01)
+        XCTAssertGreaterThan(relative, 0)
+        XCTAssertEqual(fullBytes - int8Bytes, 64 * 256 * 3, accuracy: 64, "the norm's saved input shrinks from 4 bytes to 1")
+        // With a trainable scale, its gradient needs the exact input: nothing is compressed.
+        let (_, trainableBytes) = run(.int8, trainableNorm: true)
+        let (_, trainableExactBytes) = run(.none, trainableNorm: true)
+        XCTAssertEqual(trainableBytes, trainableExactBytes)
+    }
 }

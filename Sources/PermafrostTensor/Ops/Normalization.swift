@@ -47,11 +47,17 @@ extension Tensor {
             }
         }
         var result = Tensor(shape: shape, storage: output)
-        let input = detached()
+        // A frozen norm (no trainable scale or shift) keeps its input only for the input gradient:
+        // with int8 activation compression that copy is kept in 8 bits (the statistics stay exact).
+        let frozen = scale?.node == nil && shift?.node == nil
+        let packed = frozen && ActivationCompression.current == .int8 && node != nil && GradientRecording.isRecording ? Int8Copy(detached()) : nil
+        let kept: Tensor? = packed == nil ? detached() : nil
         var inputs = [self]
         if let scale { inputs.append(scale) }
         if let shift { inputs.append(shift) }
         result.recordOperation(name, inputs: inputs) { g, needs in
+            let input = kept ?? packed!.restored()
+            let x = SendablePointer(input.storage.base)
             // The raw pointers below borrow these buffers: keep them alive for the whole backward.
             withExtendedLifetime((statistics, input, g)) {}
             let needsInput = needs[0]
