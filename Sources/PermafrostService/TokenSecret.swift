@@ -1,5 +1,5 @@
-import Crypto
 import Foundation
+import PermafrostIO
 
 /// Bearer-token secrets: 32 random bytes, URL-safe base64, prefixed so they are recognisable in logs
 /// and secret scanners. Only their SHA-256 is ever stored.
@@ -15,6 +15,6 @@ public enum TokenSecret {
     }
 
     public static func digest(_ secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        sha256Hex(Data(secret.utf8))
     }
 }
