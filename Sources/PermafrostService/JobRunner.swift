@@ -98,6 +98,8 @@ public struct JobRunner: Sendable {
             resumedFrom = trainer.step
             let changed = try published.manifest.changedTensors(in: trainer.model)
             guard changed.isEmpty else { throw JobStop.failed("the checkpoint's guarded tensors differ from the base: \(changed.prefix(3))") }
+            // A checkpoint's model loads unfrozen; the fresh base comes with the guard applied.
+            try trainer.model.apply(published.manifest.plan)
         } else {
             var options = DiffusionTrainingOptions.fineTuning(steps: parameters.steps, batchSize: parameters.batchSize,
                                                               learningRate: Float(parameters.learningRate), seed: parameters.seed)
@@ -105,7 +107,6 @@ public struct JobRunner: Sendable {
             trainer = DiffusionTrainer(model: try published.loadBase(), data: data, options: options)
         }
         let model = trainer.model
-        try model.apply(published.manifest.plan)
         try model.apply(userPlan)
         if parameters.scheduler == "slimfit" {
             trainer.scheduler = UnionFreezeScheduler(SlimFitScheduler(budget: parameters.freezeBudget), plus: userPlan)
