@@ -4,7 +4,7 @@
 #
 #   Scripts/guard/run_protocols.sh [far|near ...]        (default: far near)
 #
-# Each protocol takes about 75–90 minutes on 2 quiet cores. Outputs: runs/eval-<protocol>/ (report.json,
+# Each protocol takes about 75–100 minutes on 2 quiet cores (methods none, full, guard, random ×3, magnitude). Outputs: runs/eval-<protocol>/ (report.json,
 # report.md, frontier.png, grids, signed guards) and docs/results/guard-evaluation.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,7 +15,6 @@ mkdir -p runs/keys
 [ -f runs/keys/publisher.key ] || "$B" guard keygen --private-key runs/keys/publisher.key --public-key runs/keys/publisher.pub
 for p in "${protocols[@]}"; do
   "$B" guard evaluate --protocol "$p" --base Models/base-0-5 --classifier Models/classifier.safetensors \
-    --methods none,full,guard,random,magnitude,contrast \
     --user-steps 150 --user-batch 16 --guard-steps 100 --per-class 200 --ddim-steps 6 \
     --key runs/keys/publisher.key --output "runs/eval-$p"
 done

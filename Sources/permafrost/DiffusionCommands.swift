@@ -239,6 +239,7 @@ extension ClassifierCommand {
         @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
         @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
         @Flag(help: "Keep activation functions' saved tensors in 8 bits.") var compressActivations = false
+        @Flag(help: "Let SlimFit freeze the new head too (by default it always trains, as in SlimFit's reference code).") var freezeHead = false
         @Option(help: "Epochs over the 13-class training images.") var epochs: Int = 1
         @Option(help: "Batch size.") var batch: Int = 64
         @Option(help: "Learning rate (Adam).") var learningRate: Float = 5e-4
@@ -268,7 +269,8 @@ extension ClassifierCommand {
             case "none": freezer = nil
             case "slimfit":
                 guard freezeBudget >= 0, freezeBudget < 1 else { throw ValidationError("--freeze-budget must be in [0, 1)") }
-                freezer = SlimFitScheduler(budget: freezeBudget)
+                let head = Set(model.namedParameters().map(\.name).filter { $0.hasPrefix("head.") })
+                freezer = SlimFitScheduler(budget: freezeBudget, alwaysTrained: freezeHead ? [] : head)
             default: throw ValidationError("--scheduler must be none or slimfit, got '\(scheduler)'")
             }
             let optimizer = Adam(learningRate: learningRate)
@@ -296,7 +298,7 @@ extension ClassifierCommand {
             let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
             let rss = peakResidentMegabytes()
             let summary: [String: Any] = [
-                "scheduler": scheduler, "freeze_budget": scheduler == "slimfit" ? freezeBudget : 0, "compress_activations": compressActivations,
+                "scheduler": scheduler, "freeze_budget": scheduler == "slimfit" ? freezeBudget : 0, "compress_activations": compressActivations, "head_frozen_by_slimfit": freezeHead,
                 "epochs": epochs, "steps": total, "batch": batch, "test_accuracy": accuracy, "test_images": test.count,
                 "median_step_seconds": median(Array(times.dropFirst(10))), "mean_frozen_parameter_share": frozenShare.reduce(0, +) / Double(max(frozenShare.count, 1)),
                 "peak_tensor_bytes": peak, "activation_bytes": activations, "gradient_bytes": gradients, "optimizer_state_bytes": state,

@@ -63,6 +63,21 @@ final class FreezeSchedulerTests: XCTestCase {
         XCTAssertFalse(SlimFitScheduler.isCandidate(name: "down.conv.bias", shape: [32]))
     }
 
+    /// A task head named in `alwaysTrained` is never frozen and never scored; the budget counts the
+    /// other candidates only.
+    func testSlimFitNeverFreezesAlwaysTrainedTensors() throws {
+        let model = makeModel()
+        let scheduler = SlimFitScheduler(budget: 0.75, alwaysTrained: ["5.weight"])
+        for step in 0..<6 {
+            let plan = scheduler.plan(step: step, model: model)
+            XCTAssertFalse(plan.frozen.contains("5.weight"), "step \(step)")
+            XCTAssertEqual(plan.frozen.count, 2, "floor(0.75 · 3 other candidates)")
+            try model.replaceFreezing(with: plan)
+            for (name, parameter) in model.namedParameters() where !plan.frozen.contains(name) { parameter.value = parameter.value * 1.01 }
+        }
+        XCTAssertNil(scheduler.scores["5.weight"])
+    }
+
     /// Tensors frozen for good (a staged scheduler's last stage, a static plan, an enforced guard)
     /// lose their optimizer state; tensors SlimFit freezes for a while keep theirs.
     func testOptimizerStateIsReleasedOnlyForTensorsFrozenForGood() throws {

@@ -39,10 +39,31 @@ final class ActivationCompressionTests: XCTestCase {
             XCTAssertLessThan(relative, 0.01, "w\(index + 1)")
             if index < 2 { XCTAssertGreaterThan(relative, 0, "w\(index + 1)'s gradient passes through compressed activations") }
         }
-        // The SiLU, GELU and ReLU inputs (64×(256+256+64) floats) shrink from 4 bytes to 1; tanh's
-        // output stays alive anyway (the loss squares it), so its int8 copy costs 64×64 extra bytes.
+        // The SiLU and GELU inputs (64×(256+256) floats) shrink from 4 bytes to 1 (ReLU keeps its bit
+        // mask in both modes); tanh's output stays alive anyway (the loss squares it), so its int8
+        // copy costs 64×64 extra bytes.
         print("activation memory kept by the forward pass: \(fullBytes) B full, \(int8Bytes) B int8")
-        XCTAssertEqual(fullBytes - int8Bytes, 64 * (256 + 256 + 64) * 3 - 64 * 64, accuracy: 64)
+        XCTAssertEqual(fullBytes - int8Bytes, 64 * (256 + 256) * 3 - 64 * 64, accuracy: 64)
+    }
+
+    /// ReLU keeps one bit per element: its gradient is exactly `g · [x > 0]` (sizes that are not a
+    /// multiple of 32, zeros, negative zero and NaN included) and it holds 1/32 of its input's bytes.
+    func testReLUKeepsAnExactBitMask() throws {
+        var g = PhiloxGenerator(seed: 9)
+        for count in [1, 31, 32, 33, 1000, 70_001] {
+            var values = Tensor(randomNormal: [count], generator: &g).scalars
+            if count > 4 { values[0] = 0; values[1] = -0.0; values[2] = .nan; values[3] = .leastNonzeroMagnitude }
+            let x = Tensor(shape: [count], scalars: values).requiringGradient()
+            let upstream = Tensor(randomNormal: [count], generator: &g)
+            let before = MemoryStatistics.liveBytes
+            let y = x.relu()
+            let kept = MemoryStatistics.liveBytes - before - count * 4  // minus the output itself
+            let gradient = try XCTUnwrap((y * upstream).sum().gradients(withRespectTo: [x])[0]).scalars
+            let expected = zip(values, upstream.scalars).map { $0 > 0 ? $1 : 0 }
+            XCTAssertEqual(gradient, expected, "count \(count)")
+            XCTAssertEqual(kept, (count + 31) / 32 * 4, "count \(count): one bit per element")
+            XCTAssertEqual(y.scalars, values.map { $0 > 0 ? $0 : 0 }, "count \(count)")
+        }
     }
 
     func testQuantisationRoundTripIsWithinHalfAStep() {

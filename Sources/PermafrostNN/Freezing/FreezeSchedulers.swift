@@ -79,11 +79,17 @@ public final class SlimFitScheduler: FreezeScheduler {
     private var trainedLastStep: Set<String> = []
     private var current = FreezePlan()
 
-    public init(budget: Double, interval: Int = 1) {
+    /// Tensors the scheduler never freezes: a task head that starts untrained (SlimFit's reference
+    /// code leaves `classifier.weight` out of its candidates for the same reason — a new head frozen
+    /// for most steps learns the new classes far too slowly).
+    public let alwaysTrained: Set<String>
+
+    public init(budget: Double, interval: Int = 1, alwaysTrained: Set<String> = []) {
         precondition(budget >= 0 && budget < 1, "freeze budget must be in [0, 1), got \(budget)")
         precondition(interval > 0, "interval must be positive")
         self.budget = budget
         self.interval = interval
+        self.alwaysTrained = alwaysTrained
     }
 
     /// Weight tensors (≥ 2 dimensions) and normalisation weights (the 1-D tensors named `weight`:
@@ -97,7 +103,7 @@ public final class SlimFitScheduler: FreezeScheduler {
     public func plan(step: Int, model: Module) -> FreezePlan {
         let parameters = model.namedParameters()
         // Score the tensors that just trained, and snapshot them.
-        for (name, parameter) in parameters where Self.isCandidate(name: name, shape: parameter.shape) {
+        for (name, parameter) in parameters where Self.isCandidate(name: name, shape: parameter.shape) && !alwaysTrained.contains(name) {
             guard let previous = snapshots[name] else {
                 snapshots[name] = parameter.value.detached()
                 scores[name] = .infinity
@@ -118,7 +124,9 @@ public final class SlimFitScheduler: FreezeScheduler {
             snapshots[name] = parameter.value.detached()
         }
         if step % interval == 0 {
-            let candidates = parameters.filter { Self.isCandidate(name: $0.name, shape: $0.parameter.shape) && !$0.parameter.isEnforced }.map(\.name)
+            let candidates = parameters.filter {
+                Self.isCandidate(name: $0.name, shape: $0.parameter.shape) && !$0.parameter.isEnforced && !alwaysTrained.contains($0.name)
+            }.map(\.name)
             let ranked = candidates.sorted { (scores[$0] ?? .infinity, $0) < (scores[$1] ?? .infinity, $1) }
             current = FreezePlan(frozen: Set(ranked.prefix(Int(budget * Double(candidates.count)))))
         }

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// SlimFit (arXiv 2305.18513) stores the activations that frozen layers must keep in 8 bits. Here the
 /// rule is exact about *which* activations: the saved input or output of an element-wise
-/// activation (ReLU, SiLU, GELU, sigmoid, tanh) only ever feeds an input gradient — never a weight
+/// activation (SiLU, GELU, sigmoid, tanh; ReLU always keeps an exact bit mask) only ever feeds an input gradient — never a weight
 /// gradient — so compressing it cannot bias a trainable tensor's own gradient term, only the signal
 /// passed further down. Inputs that matmul and convolution keep for their weight gradients stay
 /// Float32. Backward restores the 8-bit copy (symmetric, one scale per tensor: max|x|/127).
@@ -63,5 +63,55 @@ struct Int8Copy {
             }
         }
         return result
+    }
+}
+
+/// Where a tensor is positive, one bit per element. ReLU's backward needs nothing else, so it keeps
+/// this instead of its Float32 input: 32× less memory for the activation every ReLU saves, exactly
+/// (no rounding), whatever the compression mode. The bits live in engine storage, so the memory
+/// accounting sees them.
+struct SignMask {
+    let words: Tensor
+    let shape: [Int]
+
+    init(positiveIn x: Tensor) {
+        shape = x.shape
+        let count = x.count, wordCount = (count + 31) / 32
+        words = x.withUnsafeBufferPointer { values in
+            let source = SendablePointer(UnsafeMutablePointer(mutating: values.baseAddress!))
+            return Tensor(shape: [wordCount]) { buffer in
+                let bits = SendablePointer(UnsafeMutableRawPointer(buffer.baseAddress!).assumingMemoryBound(to: UInt32.self))
+                Parallel.forEachChunk(count: wordCount, minimumChunk: 2048) { range in
+                    for word in range {
+                        let start = word * 32, end = Swift.min(count, start + 32)
+                        var value: UInt32 = 0
+                        for i in start..<end where source.base[i] > 0 { value |= 1 << UInt32(i - start) }
+                        bits.base[word] = value
+                    }
+                }
+            }
+        }
+    }
+
+    /// `gradient` where the mask is set, zero elsewhere.
+    func masking(_ gradient: Tensor) -> Tensor {
+        precondition(gradient.shape == shape, "mask shape \(shape) does not match gradient \(gradient.shape)")
+        let count = gradient.count, wordCount = (count + 31) / 32
+        return gradient.withUnsafeBufferPointer { incoming in
+            words.withUnsafeBufferPointer { packed in
+                let g = SendablePointer(UnsafeMutablePointer(mutating: incoming.baseAddress!))
+                let bits = SendablePointer(UnsafeMutableRawPointer(mutating: packed.baseAddress!).assumingMemoryBound(to: UInt32.self))
+                return Tensor(shape: shape) { out in
+                    let result = SendablePointer(out.baseAddress!)
+                    Parallel.forEachChunk(count: wordCount, minimumChunk: 2048) { range in
+                        for word in range {
+                            let start = word * 32, end = Swift.min(count, start + 32)
+                            let value = bits.base[word]
+                            for i in start..<end { result.base[i] = (value >> UInt32(i - start)) & 1 == 1 ? g.base[i] : 0 }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

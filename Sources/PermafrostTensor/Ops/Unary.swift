@@ -65,7 +65,14 @@ extension Tensor {
 
     public func tanh() -> Tensor { unary("tanh", Element.Tanh(), Element.TanhGradient(), keeps: .output, compressible: true) }
     public func sigmoid() -> Tensor { unary("sigmoid", Element.Sigmoid(), Element.SigmoidGradient(), keeps: .output, compressible: true) }
-    public func relu() -> Tensor { unary("relu", Element.ReLU(), Element.ReLUGradient(), keeps: .input, compressible: true) }
+    /// max(x, 0). Backward keeps one bit per element (where x > 0), not the Float32 input.
+    public func relu() -> Tensor {
+        var result = mapElements(Element.ReLU())
+        guard node != nil, GradientRecording.isRecording else { return result }
+        let mask = SignMask(positiveIn: result)
+        result.recordOperation("relu", inputs: [self]) { g, _ in [mask.masking(g)] }
+        return result
+    }
 
     /// x · sigmoid(x) (also called swish).
     public func silu() -> Tensor { unary("silu", Element.SiLU(), Element.SiLUGradient(), keeps: .input, compressible: true) }
