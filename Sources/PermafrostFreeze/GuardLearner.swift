@@ -23,12 +23,29 @@ public struct GuardSettings: Codable, Sendable, Equatable {
     public var seed: UInt64 = 0
     /// Measure the freeze ratio by parameter count instead of tensor count (the paper counts tensors).
     public var weightByParameters = false
+    /// How the learner holds the mask at its target ratio.
+    public var ratioControl: RatioControl = .penalty
     public init() {}
+
+    /// How the learner holds the mask at its target ratio.
+    public enum RatioControl: String, Codable, Sendable, CaseIterable {
+        /// The paper's penalty `c·(ratio − mean(m))²`, logits updated by `maskAdam`'s rule.
+        case penalty
+        /// An exact projection: one shared offset b, solved by bisection before every step, makes the
+        /// weighted mean of `sigmoid((x + b)/T)` equal the ratio, so the loss alone ranks the tensors.
+        /// Logits move by normalised gradient descent (`x −= lr·g/rms(g)`): one global scale, so the
+        /// relative sizes of the gradients survive. Why: with the penalty, the ratio term moves every
+        /// logit together and Adam's per-coordinate normalisation moves each at the same speed, so
+        /// after a short run the soft mask is flat (seen: every tensor within a few hundredths of
+        /// the ratio) and a ranking cut of it carries little of what the losses said.
+        case projection
+    }
 
     public var dictionary: [String: String] {
         ["temperature": "\(temperature)", "freeze_ratio": "\(freezeRatio)", "sparsity_weight": "\(sparsityWeight)",
          "mask_lr": "\(maskLearningRate)", "mask_optimizer": maskAdam ? "adam" : "sgd", "user_lr": "\(userLearningRate)", "user_interval": "\(userInterval)",
-         "steps": "\(steps)", "seed": "\(seed)", "ratio_by": weightByParameters ? "parameters" : "tensors"]
+         "steps": "\(steps)", "seed": "\(seed)", "ratio_by": weightByParameters ? "parameters" : "tensors",
+         "ratio_control": ratioControl.rawValue]
     }
 }
 
@@ -114,8 +131,25 @@ public final class GuardLearner {
         let t = settings.temperature
         defer { for (parameter, value) in zip(parameters, pretrained) { parameter.value = value } }
 
+        let projecting = settings.ratioControl == .projection
+        /// The offset b that puts the weighted mean of sigmoid((x + b)/T) at the ratio (projection
+        /// mode; zero for the penalty).
+        func offset() -> Float {
+            guard projecting else { return 0 }
+            let target = Double(settings.freezeRatio) * Double(weightTotal)
+            func share(_ b: Double) -> Double {
+                zip(logits, weights).reduce(0.0) { $0 + Double($1.1) / (1 + Foundation.exp(-(Double($1.0) + b) / Double(t))) }
+            }
+            var low = -60.0, high = 60.0
+            for _ in 0..<80 {
+                let middle = (low + high) / 2
+                if share(middle) < target { low = middle } else { high = middle }
+            }
+            return Float((low + high) / 2)
+        }
         for step in 0..<settings.steps {
-            let mask = logits.map { 1 / (1 + Foundation.exp(-$0 / t)) }
+            let b = offset()
+            let mask = logits.map { 1 / (1 + Foundation.exp(-($0 + b) / t)) }
             if (step + 1) % settings.userInterval != 0 {
                 // Simulated user: w = (1 − m)·w_ft + m·w_pre with w_ft trainable.
                 let leaves = fineTuned.map { $0.requiringGradient() }
@@ -153,7 +187,7 @@ public final class GuardLearner {
             } else {
                 // Publisher: gradient to the mask logits through m.
                 let x = Tensor(shape: [names.count], scalars: logits).requiringGradient()
-                let m = (x * (1 / t)).sigmoid()
+                let m = ((x + b) * (1 / t)).sigmoid()
                 let pieces = m.split(sizes: Array(repeating: 1, count: names.count))
                 for i in parameters.indices {
                     let difference = (pretrained[i] - fineTuned[i]).detached()
@@ -164,11 +198,14 @@ public final class GuardLearner {
                 trace.append((lastRestricted, lastPermitted))
                 let weighted = (m * Tensor(shape: [names.count], scalars: weights)).sum() * (1 / weightTotal)
                 let gap = weighted - settings.freezeRatio
-                let loss = (lp - lr) * 0.5 + gap * gap * settings.sparsityWeight
+                let loss = projecting ? (lp - lr) * 0.5 : (lp - lr) * 0.5 + gap * gap * settings.sparsityWeight
                 if let g = loss.gradients(withRespectTo: [x])[0] {
                     let grad = g.scalars
                     publisherSteps += 1
-                    if settings.maskAdam {
+                    if projecting {
+                        let rms = (grad.reduce(Float(0)) { $0 + $1 * $1 } / Float(max(grad.count, 1))).squareRoot()
+                        if rms > 0, rms.isFinite { for i in logits.indices { logits[i] -= settings.maskLearningRate * grad[i] / rms } }
+                    } else if settings.maskAdam {
                         let c1 = 1 - Foundation.pow(Float(0.9), Float(publisherSteps)), c2 = 1 - Foundation.pow(Float(0.999), Float(publisherSteps))
                         for i in logits.indices {
                             logitMoments[i] = 0.9 * logitMoments[i] + 0.1 * grad[i]
@@ -180,11 +217,13 @@ public final class GuardLearner {
                     }
                 }
             }
-            let hard = zip(logits, weights).filter { $0.0 > 0 }.reduce(Float(0)) { $0 + $1.1 } / weightTotal
+            let shift = offset()
+            let hard = zip(logits, weights).filter { $0.0 + shift > 0 }.reduce(Float(0)) { $0 + $1.1 } / weightTotal
             progress(GuardProgress(step: step + 1, totalSteps: settings.steps, restrictedLoss: lastRestricted,
                                    permittedLoss: lastPermitted, hardFreezeRatio: hard))
         }
-        let finalMask = logits.map { 1 / (1 + Foundation.exp(-$0 / t)) }
+        let shift = offset()
+        let finalMask = logits.map { 1 / (1 + Foundation.exp(-($0 + shift) / t)) }
         return LearnedMask(names: names, softMask: finalMask, trace: trace)
     }
 }

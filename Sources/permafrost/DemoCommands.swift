@@ -92,6 +92,8 @@ extension GuardCommand {
         @Option(help: "Guard learning steps.") var guardSteps: Int = 100
         @Option(help: "Samples per class (≥ 200 in the protocol).") var perClass: Int = 200
         @Option(help: "DDIM steps of the scoring samples (eta 1).") var ddimSteps: Int = 6
+        @Option(help: "Guard learner's ratio control: penalty (the paper's) or projection (exact ratio, normalised steps; see GuardSettings.RatioControl).") var ratioControl: GuardSettings.RatioControl = .penalty
+        @Option(help: "Guard learner's mask learning rate (default 0.1).") var maskLearningRate: Float = 0.1
         @Option(help: "Private key to sign the learnt guards.") var key: String?
         @Option(help: "Output folder.") var output: String
         @OptionGroup var dataOptions: DataOptions
@@ -104,6 +106,7 @@ extension GuardCommand {
             scale.methods = Set(methods.split(separator: ",").map(String.init))
             scale.randomSeeds = randomSeeds; scale.userSteps = userSteps; scale.userBatch = userBatch
             scale.guardSteps = guardSteps; scale.perClass = perClass; scale.ddimSteps = ddimSteps
+            scale.ratioControl = ratioControl; scale.maskLearningRate = maskLearningRate
             let out = URL(fileURLWithPath: output)
             let baseModel = try UNet2DModel(directory: URL(fileURLWithPath: base))
             try requireCompatible(baseModel)
@@ -113,7 +116,8 @@ extension GuardCommand {
                                              scale: scale, dataOptions: dataOptions, log: { note($0) })
             let signingKey = try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) }
             let results = try evaluation.run { ratio, mask, frozen in
-                var manifest = try GuardManifest(model: baseModel, frozen: frozen, baseSHA256: digest, settings: ["protocol": self.protocol, "target_ratio_params": "\(ratio)"])
+                var manifest = try GuardManifest(model: baseModel, frozen: frozen, baseSHA256: digest, settings: ["protocol": self.protocol, "target_ratio_params": "\(ratio)",
+                                                                                                                   "ratio_control": ratioControl.rawValue, "mask_lr": "\(maskLearningRate)"])
                 if let signingKey { try manifest.sign(with: signingKey) }
                 try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
                 try manifest.write(to: out.appendingPathComponent("guard-\(Int(ratio * 100)).json"))
@@ -123,7 +127,8 @@ extension GuardCommand {
             try writeEvaluationOutputs(evaluation, results: results, protocolName: `protocol`, command: command,
                                        settings: ["user_steps": "\(userSteps)", "user_batch": "\(userBatch)", "guard_steps": "\(guardSteps)",
                                                   "per_class": "\(perClass)", "ddim_steps": "\(ddimSteps)", "eta": "\(scale.eta)",
-                                                  "guard_selection": "soft-mask ranking cut at the target ratio"], to: out)
+                                                  "guard_selection": "soft-mask ranking cut at the target ratio",
+                                                  "guard_ratio_control": ratioControl.rawValue, "guard_mask_lr": "\(maskLearningRate)"], to: out)
             print(markdownTable(results))
             print("wrote \(out.path)/report.json, report.md, frontier.png, grid-*.png")
         }
@@ -205,7 +210,8 @@ struct Demo: ParsableCommand {
         try writeEvaluationOutputs(evaluation, results: results, protocolName: "far (demo scale)", command: "permafrost demo --output \(output)",
                                    settings: ["user_steps": "\(userSteps)", "user_batch": "\(scale.userBatch)", "guard_steps": "\(guardSteps)",
                                                   "per_class": "\(perClass)", "ddim_steps": "\(scale.ddimSteps)", "eta": "\(scale.eta)",
-                                                  "guard_selection": "soft-mask ranking cut at the target ratio"], to: out)
+                                                  "guard_selection": "soft-mask ranking cut at the target ratio",
+                                                  "guard_ratio_control": scale.ratioControl.rawValue, "guard_mask_lr": "\(scale.maskLearningRate)"], to: out)
         print(markdownTable(results))
         print(String(format: "\nfinished in %@; outputs in %@ (guard.json, publisher.pub, report.md, frontier.png, mask.png, grid-*.png)",
                      ProgressBar.clock(Date().timeIntervalSince(started)), out.path))

@@ -106,6 +106,7 @@ struct GuardCommand: ParsableCommand {
         @Option(help: "Sparsity weight c.") var sparsity: Float = 500
         @Option(help: "Mask learning rate (Adam; with --mask-sgd the paper's plain gradient descent, whose rate was 3e2).") var maskLearningRate: Float = 0.1
         @Flag(help: "Update the mask logits by plain gradient descent, as the paper's code does.") var maskSgd = false
+        @Option(help: "Ratio control: penalty (the paper's c·(ratio − mean m)²) or projection (exact ratio by a shared offset; logits by normalised gradient descent).") var ratioControl: GuardSettings.RatioControl = .penalty
         @Option(help: "Simulated user's learning rate.") var userLearningRate: Float = 1e-3
         @Option(help: "Every N-th step is a publisher step.") var userInterval: Int = 5
         @Option(help: "Random seed.") var seed: UInt64 = 0
@@ -128,7 +129,7 @@ struct GuardCommand: ParsableCommand {
             var settings = GuardSettings()
             settings.freezeRatio = ratio; settings.weightByParameters = byParameters; settings.steps = steps
             settings.temperature = temperature; settings.sparsityWeight = sparsity; settings.maskLearningRate = maskLearningRate
-            settings.maskAdam = !maskSgd
+            settings.maskAdam = !maskSgd; settings.ratioControl = ratioControl
             settings.userLearningRate = userLearningRate; settings.userInterval = userInterval; settings.seed = seed
             let schedule = NoiseSchedule()
             let bar = ProgressBar(total: steps, label: "guard")
@@ -247,3 +248,5 @@ extension GuardCommand {
         }
     }
 }
+
+extension GuardSettings.RatioControl: ExpressibleByArgument {}

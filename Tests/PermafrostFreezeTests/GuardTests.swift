@@ -127,6 +127,33 @@ final class GuardLearnerTests: XCTestCase {
         XCTAssertEqual(learn().softMask, mask.softMask, "deterministic")
     }
 
+    /// Projection mode holds the parameter-weighted soft mask exactly at the ratio while the losses
+    /// spread it apart (the penalty mode's failure was a flat mask).
+    func testProjectionHoldsTheRatioAndSpreadsTheMask() throws {
+        var g = PhiloxGenerator(seed: 4)
+        let model = Sequential([Linear(4, 16, generator: &g), ReLU(), Linear(16, 16, generator: &g), ReLU(), Linear(16, 4, generator: &g)])
+        let before = model.stateDictionary().map { $0.tensor.scalars }
+        let restrictedX = Tensor(randomNormal: [32, 4], generator: &g), permittedX = Tensor(randomNormal: [32, 4], generator: &g)
+        let restrictedY = (0..<32).map { $0 % 2 }, permittedY = (0..<32).map { 2 + $0 % 2 }
+        var settings = GuardSettings()
+        settings.steps = 60
+        settings.freezeRatio = 0.3
+        settings.weightByParameters = true
+        settings.ratioControl = .projection
+        func learn() -> LearnedMask {
+            GuardLearner(model: model, settings: settings).learn(
+                restrictedLoss: { _ in crossEntropy(logits: model(restrictedX), labels: restrictedY) },
+                permittedLoss: { _ in crossEntropy(logits: model(permittedX), labels: permittedY) })
+        }
+        let mask = learn()
+        let sizes = model.namedParameters().map { Float($0.parameter.value.count) }
+        let weighted = zip(mask.softMask, sizes).reduce(Float(0)) { $0 + $1.0 * $1.1 } / sizes.reduce(0, +)
+        XCTAssertEqual(weighted, 0.3, accuracy: 1e-3, "the projection puts the weighted soft mask at the ratio")
+        XCTAssertGreaterThan(mask.softMask.max()! - mask.softMask.min()!, 0.3, "the losses spread the mask: \(mask.softMask)")
+        XCTAssertEqual(model.stateDictionary().map { $0.tensor.scalars }, before, "pretrained weights restored")
+        XCTAssertEqual(learn().softMask, mask.softMask, "deterministic")
+    }
+
     /// The ranking cut freezes the highest-mask tensors first and stops once the weighted share
     /// reaches the ratio, whatever the threshold rule would have picked.
     func testRankingCutReachesTheRatioByWeight() {
