@@ -103,20 +103,27 @@ final class GuardManifestTests: XCTestCase {
 final class GuardLearnerTests: XCTestCase {
     /// On a small classifier with a restricted and a permitted task, the learner reaches the target
     /// freeze ratio, records its trace, restores the weights and is deterministic.
-    func testLearnsAMaskAtTheTargetRatio() throws {
-        var g = PhiloxGenerator(seed: 3)
+    /// A small MLP with a restricted task (classes 0, 1) and a permitted one (classes 2, 3); `learn`
+    /// runs the learner on it with `settings`.
+    func tinyTask(seed: UInt64) -> (model: Sequential, learn: (GuardSettings) -> LearnedMask) {
+        var g = PhiloxGenerator(seed: seed)
         let model = Sequential([Linear(4, 16, generator: &g), ReLU(), Linear(16, 16, generator: &g), ReLU(), Linear(16, 4, generator: &g)])
-        let before = model.stateDictionary().map { $0.tensor.scalars }
         let restrictedX = Tensor(randomNormal: [32, 4], generator: &g), permittedX = Tensor(randomNormal: [32, 4], generator: &g)
         let restrictedY = (0..<32).map { $0 % 2 }, permittedY = (0..<32).map { 2 + $0 % 2 }
-        var settings = GuardSettings()
-        settings.steps = 100
-        settings.freezeRatio = 0.5
-        func learn() -> LearnedMask {
+        return (model, { settings in
             GuardLearner(model: model, settings: settings).learn(
                 restrictedLoss: { _ in crossEntropy(logits: model(restrictedX), labels: restrictedY) },
                 permittedLoss: { _ in crossEntropy(logits: model(permittedX), labels: permittedY) })
-        }
+        })
+    }
+
+    func testLearnsAMaskAtTheTargetRatio() throws {
+        let (model, learnWith) = tinyTask(seed: 3)
+        let before = model.stateDictionary().map { $0.tensor.scalars }
+        var settings = GuardSettings()
+        settings.steps = 100
+        settings.freezeRatio = 0.5
+        func learn() -> LearnedMask { learnWith(settings) }
         let mask = learn()
         XCTAssertEqual(mask.names, model.namedParameters().map(\.name))
         XCTAssertEqual(mask.trace.count, 100 / 5)
@@ -130,21 +137,14 @@ final class GuardLearnerTests: XCTestCase {
     /// Projection mode holds the parameter-weighted soft mask exactly at the ratio while the losses
     /// spread it apart (the penalty mode's failure was a flat mask).
     func testProjectionHoldsTheRatioAndSpreadsTheMask() throws {
-        var g = PhiloxGenerator(seed: 4)
-        let model = Sequential([Linear(4, 16, generator: &g), ReLU(), Linear(16, 16, generator: &g), ReLU(), Linear(16, 4, generator: &g)])
+        let (model, learnWith) = tinyTask(seed: 4)
         let before = model.stateDictionary().map { $0.tensor.scalars }
-        let restrictedX = Tensor(randomNormal: [32, 4], generator: &g), permittedX = Tensor(randomNormal: [32, 4], generator: &g)
-        let restrictedY = (0..<32).map { $0 % 2 }, permittedY = (0..<32).map { 2 + $0 % 2 }
         var settings = GuardSettings()
         settings.steps = 60
         settings.freezeRatio = 0.3
         settings.weightByParameters = true
         settings.ratioControl = .projection
-        func learn() -> LearnedMask {
-            GuardLearner(model: model, settings: settings).learn(
-                restrictedLoss: { _ in crossEntropy(logits: model(restrictedX), labels: restrictedY) },
-                permittedLoss: { _ in crossEntropy(logits: model(permittedX), labels: permittedY) })
-        }
+        func learn() -> LearnedMask { learnWith(settings) }
         let mask = learn()
         let sizes = model.namedParameters().map { Float($0.parameter.value.count) }
         let weighted = zip(mask.softMask, sizes).reduce(Float(0)) { $0 + $1.0 * $1.1 } / sizes.reduce(0, +)
