@@ -147,7 +147,7 @@ struct Demo: ParsableCommand {
         go to --output.
         """
     )
-    @Option(help: "Output folder.") var output: String = "demo-output"
+    @Option(name: [.customLong("output"), .customLong("out")], help: "Output folder (--out is an alias).") var output: String = "demo-output"
     @Option(help: "Base UNet folder.") var base: String?
     @Option(help: "Evaluation classifier.") var classifier: String?
     @Option(help: "Freeze ratio (fraction of parameters).") var ratio: Double = 0.5

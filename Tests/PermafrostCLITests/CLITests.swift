@@ -128,4 +128,14 @@ final class CLITests: XCTestCase {
         try Data("{\"results\": 3}".utf8).write(to: broken)
         XCTAssertTrue(try run(["guard", "summarize", broken.path], expectSuccess: false).output.contains("not a guard evaluation report"))
     }
+
+    /// `demo --out DIR` (the spelling) is accepted as `--output`: a missing base is the error,
+    /// not an unknown option.
+    func testDemoAcceptsOutAsAnAliasOfOutput() throws {
+        let directory = try temporary()
+        let missing = directory.appendingPathComponent("no-such-base").path
+        let output = try run(["demo", "--out", directory.appendingPathComponent("demo").path, "--base", missing], expectSuccess: false).output
+        XCTAssertFalse(output.contains("Unknown option"), output)
+        XCTAssertTrue(output.contains("no-such-base"), output)
+    }
 }
