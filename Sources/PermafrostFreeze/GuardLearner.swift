@@ -147,8 +147,9 @@ public final class GuardLearner {
             }
             return Float((low + high) / 2)
         }
+        // The offset only changes when the logits do (after a publisher step).
+        var b = offset()
         for step in 0..<settings.steps {
-            let b = offset()
             let mask = logits.map { 1 / (1 + Foundation.exp(-($0 + b) / t)) }
             if (step + 1) % settings.userInterval != 0 {
                 // Simulated user: w = (1 − m)·w_ft + m·w_pre with w_ft trainable.
@@ -215,15 +216,14 @@ public final class GuardLearner {
                     } else {
                         for i in logits.indices { logits[i] -= settings.maskLearningRate * grad[i] }
                     }
+                    b = offset()
                 }
             }
-            let shift = offset()
-            let hard = zip(logits, weights).filter { $0.0 + shift > 0 }.reduce(Float(0)) { $0 + $1.1 } / weightTotal
+            let hard = zip(logits, weights).filter { $0.0 + b > 0 }.reduce(Float(0)) { $0 + $1.1 } / weightTotal
             progress(GuardProgress(step: step + 1, totalSteps: settings.steps, restrictedLoss: lastRestricted,
                                    permittedLoss: lastPermitted, hardFreezeRatio: hard))
         }
-        let shift = offset()
-        let finalMask = logits.map { 1 / (1 + Foundation.exp(-($0 + shift) / t)) }
+        let finalMask = logits.map { 1 / (1 + Foundation.exp(-($0 + b) / t)) }
         return LearnedMask(names: names, softMask: finalMask, trace: trace)
     }
 }

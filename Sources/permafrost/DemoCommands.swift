@@ -106,7 +106,7 @@ extension GuardCommand {
             scale.methods = Set(methods.split(separator: ",").map(String.init))
             scale.randomSeeds = randomSeeds; scale.userSteps = userSteps; scale.userBatch = userBatch
             scale.guardSteps = guardSteps; scale.perClass = perClass; scale.ddimSteps = ddimSteps
-            scale.ratioControl = ratioControl; scale.maskLearningRate = maskLearningRate
+            scale.learner.ratioControl = ratioControl; scale.learner.maskLearningRate = maskLearningRate
             let out = URL(fileURLWithPath: output)
             let baseModel = try UNet2DModel(directory: URL(fileURLWithPath: base))
             try requireCompatible(baseModel)
@@ -211,7 +211,7 @@ struct Demo: ParsableCommand {
                                    settings: ["user_steps": "\(userSteps)", "user_batch": "\(scale.userBatch)", "guard_steps": "\(guardSteps)",
                                                   "per_class": "\(perClass)", "ddim_steps": "\(scale.ddimSteps)", "eta": "\(scale.eta)",
                                                   "guard_selection": "soft-mask ranking cut at the target ratio",
-                                                  "guard_ratio_control": scale.ratioControl.rawValue, "guard_mask_lr": "\(scale.maskLearningRate)"], to: out)
+                                                  "guard_ratio_control": scale.learner.ratioControl.rawValue, "guard_mask_lr": "\(scale.learner.maskLearningRate)"], to: out)
         print(markdownTable(results))
         print(String(format: "\nfinished in %@; outputs in %@ (guard.json, publisher.pub, report.md, frontier.png, mask.png, grid-*.png)",
                      ProgressBar.clock(Date().timeIntervalSince(started)), out.path))

@@ -43,8 +43,8 @@ struct EvaluationScale {
     /// DDIM eta of the scoring samples (1: DDPM-like; recognises better at few steps than eta 0).
     var eta: Float = 1
     var methods: Set<String> = ["none", "full", "guard", "random", "magnitude"]
-    var ratioControl: GuardSettings.RatioControl = .penalty
-    var maskLearningRate: Float = 0.1
+    /// The guard learner's settings; ratio, steps, seed and parameter weighting are set per guard.
+    var learner = GuardSettings()
 }
 
 /// Runs the FreezeAsGuard evaluation protocol of `docs/PROTOCOLS.md`.
@@ -158,9 +158,8 @@ final class GuardEvaluation {
         let restrictedBoth = restricted + GuardProtocol.maliciouslyRelabeled(restricted)
         let permitted = GuardProtocol.half(try! spec.permitted(dataOptions), publisher: true)
         let model = try! copyOfBase()
-        var settings = GuardSettings()
+        var settings = scale.learner
         settings.freezeRatio = Float(ratio); settings.weightByParameters = true; settings.steps = scale.guardSteps; settings.seed = seed
-        settings.ratioControl = scale.ratioControl; settings.maskLearningRate = scale.maskLearningRate
         let learner = GuardLearner(model: model, settings: settings)
         let bar = ProgressBar(total: scale.guardSteps, label: "guard \(Int(ratio * 100))%")
         return learner.learn(
