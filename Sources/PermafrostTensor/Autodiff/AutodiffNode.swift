@@ -16,7 +16,12 @@ final class AutodiffNode: @unchecked Sendable {
     let sequence: Int
     let operation: String
     let inputs: [AutodiffNode?]
-    let backward: Backward?
+    /// Dropped once it has run: the closure owns the tensors the forward pass saved, so releasing it
+    /// frees them while backward is still under way (as PyTorch does without `retain_graph`), which
+    /// lowers the step's peak.
+    private(set) var backward: Backward?
+    /// True after ``releaseSavedTensors()``: the node can no longer pass a gradient on.
+    private(set) var isReleased = false
     let outputShape: [Int]
 
     init(leafShape: [Int]) {
@@ -35,7 +40,13 @@ final class AutodiffNode: @unchecked Sendable {
         self.backward = backward
     }
 
-    var isLeaf: Bool { backward == nil }
+    var isLeaf: Bool { backward == nil && !isReleased }
+
+    /// Frees what the forward pass saved for this node's backward.
+    func releaseSavedTensors() {
+        backward = nil
+        isReleased = true
+    }
 }
 
 /// Whether operations record autodiff nodes in the current task.

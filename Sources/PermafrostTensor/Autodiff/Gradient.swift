@@ -4,7 +4,10 @@
 /// Only nodes on a path from `root` to a target do work; an input that reaches no target (a frozen
 /// weight, a constant, a tensor upstream of frozen layers only) is reported as not needed to its
 /// operation's backward, which then skips it.
-func backpropagate(root: Tensor, seed: Tensor, targets: [AutodiffNode]) -> [ObjectIdentifier: Tensor] {
+///
+/// Each node's saved tensors are freed as soon as its backward has run, so a graph can be
+/// differentiated once; `retainGraph` keeps them for another pass (PyTorch's `retain_graph`).
+func backpropagate(root: Tensor, seed: Tensor, targets: [AutodiffNode], retainGraph: Bool = false) -> [ObjectIdentifier: Tensor] {
     guard let rootNode = root.node else { return [:] }
     precondition(seed.shape == root.shape, "seed gradient shape \(seed.shape) does not match output shape \(root.shape)")
 
@@ -14,6 +17,7 @@ func backpropagate(root: Tensor, seed: Tensor, targets: [AutodiffNode]) -> [Obje
     var stack = [rootNode]
     while let node = stack.popLast() {
         guard visited.insert(ObjectIdentifier(node)).inserted else { continue }
+        precondition(!node.isReleased, "backward through '\(node.operation)' a second time: its saved tensors were freed by the first backward (pass retainGraph: true to the first, or run the forward pass again)")
         nodes.append(node)
         for case let input? in node.inputs { stack.append(input) }
     }
@@ -40,6 +44,7 @@ func backpropagate(root: Tensor, seed: Tensor, targets: [AutodiffNode]) -> [Obje
             let needs = node.inputs.map { $0.map { leadsToTarget.contains(ObjectIdentifier($0)) } ?? false }
             guard needs.contains(true) else { continue }
             let inputGradients = backward(gradient, needs)
+            if !retainGraph { node.releaseSavedTensors() }
             precondition(inputGradients.count == node.inputs.count, "backward of \(node.operation) returned \(inputGradients.count) gradients for \(node.inputs.count) inputs")
             for (index, input) in node.inputs.enumerated() where needs[index] {
                 guard let input, let g = inputGradients[index] else { continue }
@@ -103,9 +108,12 @@ extension Tensor {
     /// Gradients of this tensor (seeded with `seed`, default ones) with respect to `leaves`, which must
     /// be tensors created by ``requiringGradient()``. Leaves it does not depend on get zeros; leaves
     /// that do not require a gradient get `nil`.
-    public func gradients(withRespectTo leaves: [Tensor], seed: Tensor? = nil) -> [Tensor?] {
+    ///
+    /// The graph's saved tensors are freed as backward consumes them; pass `retainGraph: true` to
+    /// differentiate the same graph again.
+    public func gradients(withRespectTo leaves: [Tensor], seed: Tensor? = nil, retainGraph: Bool = false) -> [Tensor?] {
         let targets = leaves.compactMap(\.node)
-        let found = backpropagate(root: self, seed: seed ?? Tensor(repeating: 1, shape: shape), targets: targets)
+        let found = backpropagate(root: self, seed: seed ?? Tensor(repeating: 1, shape: shape), targets: targets, retainGraph: retainGraph)
         return leaves.map { leaf in
             guard let node = leaf.node else { return nil }
             return found[ObjectIdentifier(node)] ?? Tensor.zeros(leaf.shape)

@@ -31,20 +31,25 @@ extension Tensor {
 
     public static func * (lhs: Tensor, rhs: Tensor) -> Tensor {
         var result = broadcastElements(lhs, rhs, Element.Multiply())
+        // Each operand is kept only for the other's gradient: `x * 0.5` keeps nothing of `x`.
+        let keptLeft = rhs.node != nil ? lhs.detached() : nil, keptRight = lhs.node != nil ? rhs.detached() : nil
+        let (leftShape, rightShape) = (lhs.shape, rhs.shape)
         result.recordOperation("mul", inputs: [lhs, rhs]) { g, needs in
-            [needs[0] ? broadcastElements(g, rhs.detached(), Element.Multiply()).summed(toShape: lhs.shape) : nil,
-             needs[1] ? broadcastElements(g, lhs.detached(), Element.Multiply()).summed(toShape: rhs.shape) : nil]
+            [needs[0] ? broadcastElements(g, keptRight!, Element.Multiply()).summed(toShape: leftShape) : nil,
+             needs[1] ? broadcastElements(g, keptLeft!, Element.Multiply()).summed(toShape: rightShape) : nil]
         }
         return result
     }
 
     public static func / (lhs: Tensor, rhs: Tensor) -> Tensor {
         var result = broadcastElements(lhs, rhs, Element.Divide())
-        let quotient = result.detached()
+        // The quotient is kept only when the divisor may need a gradient.
+        let quotient = rhs.node != nil ? result.detached() : nil, divisor = rhs.detached()
+        let (leftShape, rightShape) = (lhs.shape, rhs.shape)
         result.recordOperation("div", inputs: [lhs, rhs]) { g, needs in
-            [needs[0] ? broadcastElements(g, rhs.detached(), Element.Divide()).summed(toShape: lhs.shape) : nil,
-             needs[1] ? broadcastElements(broadcastElements(g, quotient, Element.Multiply()), rhs.detached(), Element.NegatedQuotient())
-                .summed(toShape: rhs.shape) : nil]
+            [needs[0] ? broadcastElements(g, divisor, Element.Divide()).summed(toShape: leftShape) : nil,
+             needs[1] ? broadcastElements(broadcastElements(g, quotient!, Element.Multiply()), divisor, Element.NegatedQuotient())
+                .summed(toShape: rightShape) : nil]
         }
         return result
     }

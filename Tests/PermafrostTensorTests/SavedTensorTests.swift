@@ -1,0 +1,64 @@
+import XCTest
+@testable import PermafrostTensor
+
+/// What the autodiff graph keeps alive, and for how long: the memory side of every training step.
+final class SavedTensorTests: XCTestCase {
+    /// Backward frees each operation's saved tensors once it has run (so a step's peak does not
+    /// carry the whole graph to the end of backward); `retainGraph` keeps them for a second pass,
+    /// which then gives the same gradients.
+    func testBackwardFreesSavedTensorsUnlessTheGraphIsRetained() throws {
+        var g = PhiloxGenerator(seed: 3)
+        let count = 50_000
+        let x = Tensor(randomNormal: [count], generator: &g)
+        let w = Tensor(randomNormal: [count], generator: &g).requiringGradient()
+        func forward() -> Tensor { ((x * w).silu() * w).tanh().sum() }
+
+        let start = MemoryStatistics.liveBytes
+        let loss = forward()
+        let kept = MemoryStatistics.liveBytes - start
+        // x (for w's gradient), silu's input, silu's output (for w's gradient) and tanh's output.
+        XCTAssertGreaterThanOrEqual(kept, 3 * count * 4)
+        let gradient = try XCTUnwrap(loss.gradients(withRespectTo: [w])[0])
+        let afterBackward = MemoryStatistics.liveBytes - start
+        // The loss is still alive, but the graph behind it holds nothing any more: only the gradient.
+        XCTAssertEqual(afterBackward, count * 4, accuracy: 64, "saved tensors freed by backward")
+
+        let retained = forward()
+        let first = try XCTUnwrap(retained.gradients(withRespectTo: [w], retainGraph: true)[0])
+        XCTAssertGreaterThanOrEqual(MemoryStatistics.liveBytes - start, kept + 2 * count * 4, "a retained graph keeps its tensors")
+        let second = try XCTUnwrap(retained.gradients(withRespectTo: [w])[0])
+        XCTAssertEqual(first.scalars, second.scalars)
+        XCTAssertEqual(first.scalars, gradient.scalars)
+    }
+
+    /// A product keeps each operand only for the other's gradient: scaling by a constant (or by a
+    /// frozen tensor's product with a constant) keeps nothing of the scaled tensor.
+    func testScalingByAConstantKeepsNoCopyOfTheScaledTensor() throws {
+        var g = PhiloxGenerator(seed: 4)
+        let count = 40_000
+        let w = Tensor(randomNormal: [count], generator: &g).requiringGradient()
+        let start = MemoryStatistics.liveBytes
+        let scaled = (w + 1) * 0.5 / 3  // w + 1 is a temporary: nothing needs it for backward
+        XCTAssertEqual(MemoryStatistics.liveBytes - start, count * 4, accuracy: 64, "only the result is alive")
+        let gradient = try XCTUnwrap(scaled.sum().gradients(withRespectTo: [w])[0])
+        for value in gradient.scalars { XCTAssertEqual(value, 0.5 / 3, accuracy: 1e-7) }
+
+        // With two trainable operands both are kept, and both gradients are right.
+        let v = Tensor(randomNormal: [count], generator: &g).requiringGradient()
+        let product = (w + 1) * (v - 1)
+        let both = product.sum().gradients(withRespectTo: [w, v])
+        let (dw, dv) = (try XCTUnwrap(both[0]).scalars, try XCTUnwrap(both[1]).scalars)
+        let (ws, vs) = (w.scalars, v.scalars)
+        for i in stride(from: 0, to: count, by: 997) {
+            XCTAssertEqual(dw[i], vs[i] - 1, accuracy: 1e-6)
+            XCTAssertEqual(dv[i], ws[i] + 1, accuracy: 1e-6)
+        }
+        // Dividing by a trainable tensor keeps the quotient for the divisor's gradient.
+        let quotient = (w * 1) / (v * v + 1)
+        let dq = try XCTUnwrap(quotient.sum().gradients(withRespectTo: [v])[0]).scalars
+        for i in stride(from: 0, to: count, by: 997) {
+            let denominator = vs[i] * vs[i] + 1
+            XCTAssertEqual(dq[i], -ws[i] * 2 * vs[i] / (denominator * denominator), accuracy: 1e-4 * max(1, abs(dq[i])))
+        }
+    }
+}
