@@ -238,7 +238,8 @@ extension ClassifierCommand {
         @Option(help: "A 10-class classifier from `permafrost classifier train`.") var from: String
         @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
         @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
-        @Flag(help: "Keep activation functions' saved tensors in 8 bits.") var compressActivations = false
+        @Flag(help: "Keep static activations (activation functions', frozen norms') in 8 bits, as SlimFit does.") var compressActivations = false
+        @Flag(help: "Also keep the inputs trainable convolutions and matmuls save for their weight gradients in 8 bits (implies --compress-activations).") var compressWeightInputs = false
         @Flag(help: "Let SlimFit freeze the new head too (by default it always trains, as in SlimFit's reference code).") var freezeHead = false
         @Option(help: "Epochs over the 13-class training images.") var epochs: Int = 1
         @Option(help: "Batch size.") var batch: Int = 64
@@ -282,7 +283,7 @@ extension ClassifierCommand {
                 optimizer.learningRate = LearningRateSchedule.cosine(peak: learningRate, minimum: learningRate / 20, warmupSteps: 20, totalSteps: total).rate(atStep: step)
                 let start = Date()
                 if let freezer { try model.applySchedule(freezer, step: step, optimizer: optimizer) }
-                let result = try ActivationCompression.with(compressActivations ? .int8 : .none) {
+                let result = try ActivationCompression.with(activationCompressionMode(compressActivations, weightInputs: compressWeightInputs)) {
                     try model.trainingStep(optimizer: optimizer) { crossEntropy(logits: model.logits(images), labels: labels) }
                 }
                 times.append(Date().timeIntervalSince(start))
@@ -298,7 +299,7 @@ extension ClassifierCommand {
             let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
             let rss = peakResidentMegabytes()
             let summary: [String: Any] = [
-                "scheduler": scheduler, "freeze_budget": scheduler == "slimfit" ? freezeBudget : 0, "compress_activations": compressActivations, "head_frozen_by_slimfit": freezeHead,
+                "scheduler": scheduler, "freeze_budget": scheduler == "slimfit" ? freezeBudget : 0, "compress_activations": compressActivations || compressWeightInputs, "compress_weight_inputs": compressWeightInputs, "head_frozen_by_slimfit": freezeHead,
                 "epochs": epochs, "steps": total, "batch": batch, "test_accuracy": accuracy, "test_images": test.count,
                 "median_step_seconds": median(Array(times.dropFirst(10))), "mean_frozen_parameter_share": frozenShare.reduce(0, +) / Double(max(frozenShare.count, 1)),
                 "peak_tensor_bytes": peak, "activation_bytes": activations, "gradient_bytes": gradients, "optimizer_state_bytes": state,

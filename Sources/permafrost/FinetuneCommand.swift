@@ -32,6 +32,8 @@ struct FinetuneReport: Codable {
     var peakRSSMegabytes: Double?
     var scheduler: String?
     var activationCompression: Bool?
+    /// Inputs kept for weight gradients were 8-bit too.
+    var weightInputCompression: Bool?
     var classSlots: [Int]
 }
 
@@ -58,7 +60,8 @@ struct Finetune: ParsableCommand {
     @Option(help: "Use only the odd-indexed (user) half of the images (the evaluation protocols do).") var userHalf = true
     @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
     @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
-    @Flag(help: "Keep activation functions' saved tensors in 8 bits (SlimFit's activation compression).") var compressActivations = false
+    @Flag(help: "Keep static activations (activation functions', frozen norms') in 8 bits, as SlimFit does.") var compressActivations = false
+    @Flag(help: "Also keep the inputs trainable convolutions and matmuls save for their weight gradients in 8 bits (implies --compress-activations).") var compressWeightInputs = false
     @Option(help: "Training steps.") var steps: Int = 300
     @Option(help: "Batch size.") var batch: Int = 32
     @Option(help: "Learning rate.") var learningRate: Float = 1e-3
@@ -115,7 +118,7 @@ struct Finetune: ParsableCommand {
         }
         let options = DiffusionTrainingOptions.fineTuning(steps: steps, batchSize: batch, learningRate: learningRate, seed: seed)
         let trainer = DiffusionTrainer(model: model, data: data, options: options)
-        if compressActivations { trainer.activationCompression = .int8 }
+        trainer.activationCompression = activationCompressionMode(compressActivations, weightInputs: compressWeightInputs)
         switch scheduler {
         case "none": break
         case "slimfit":
@@ -123,6 +126,7 @@ struct Finetune: ParsableCommand {
             trainer.scheduler = UnionFreezeScheduler(SlimFitScheduler(budget: freezeBudget), plus: userFrozen)
         default: throw ValidationError("--scheduler must be none or slimfit, got '\(scheduler)'")
         }
+        MemoryStatistics.returnFreeMemoryToSystem()
         let bar = ProgressBar(total: steps, label: "finetune")
         bar.quiet = quiet
         var lastLoss: Float = .nan, memory: MemoryReport?, steadyPeak = 0, stepTimes: [Double] = []
@@ -150,7 +154,8 @@ struct Finetune: ParsableCommand {
             trainableParameters: model.trainableParameters().reduce(0) { $0 + $1.parameter.value.count },
             steps: steps, finalLoss: lastLoss, secondsPerStep: seconds / Double(max(steps, 1)), memory: memory,
             steadyPeakTensorBytes: steadyPeak, medianSecondsPerStep: stepTimes.isEmpty ? nil : median(stepTimes),
-            peakRSSMegabytes: peakResidentMegabytes(), scheduler: scheduler, activationCompression: compressActivations,
+            peakRSSMegabytes: peakResidentMegabytes(), scheduler: scheduler, activationCompression: compressActivations || compressWeightInputs,
+            weightInputCompression: compressWeightInputs,
             classSlots: Set(data.labels).sorted())
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -165,4 +170,9 @@ struct Finetune: ParsableCommand {
         }
         guard changed.isEmpty else { throw CLIError("guarded tensors changed: \(changed.prefix(5).joined(separator: ", "))") }
     }
+}
+
+/// The activation-compression mode two CLI flags choose.
+func activationCompressionMode(_ staticActivations: Bool, weightInputs: Bool) -> ActivationCompression {
+    weightInputs ? .int8WithWeightInputs : staticActivations ? .int8 : .none
 }

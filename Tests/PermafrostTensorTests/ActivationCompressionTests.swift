@@ -46,6 +46,75 @@ final class ActivationCompressionTests: XCTestCase {
         XCTAssertEqual(fullBytes - int8Bytes, 64 * (256 + 256) * 3 - 64 * 64, accuracy: 64)
     }
 
+    /// `.int8WithWeightInputs` also stores the inputs matmuls keep for their weight gradients in
+    /// 8 bits: the weight gradients' rounding error, and the bytes saved, measured.
+    func testInt8WeightInputsKeepGradientsWithinTwoPercent() throws {
+        var g = PhiloxGenerator(seed: 22)
+        let x = Tensor(randomNormal: [64, 128], generator: &g)
+        let w1 = Tensor(randomNormal: [128, 256], generator: &g) * 0.09
+        let w2 = Tensor(randomNormal: [256, 256], generator: &g) * 0.06
+        let w3 = Tensor(randomNormal: [256, 64], generator: &g) * 0.06
+        func run(_ mode: ActivationCompression) -> ([Tensor?], Int) {
+            let leaves = [w1, w2, w3].map { $0.requiringGradient() }
+            let before = MemoryStatistics.liveBytes
+            var kept = 0
+            let gradients: [Tensor?] = ActivationCompression.with(mode) {
+                let loss = network(x, leaves[0], leaves[1], leaves[2])
+                kept = MemoryStatistics.liveBytes - before
+                return loss.gradients(withRespectTo: leaves)
+            }
+            return (gradients, kept)
+        }
+        let (exact, _) = run(.none)
+        let (staticOnly, staticBytes) = run(.int8)
+        let (all, allBytes) = run(.int8WithWeightInputs)
+        for index in 0..<3 {
+            let a = try XCTUnwrap(exact[index]).scalars, b = try XCTUnwrap(all[index]).scalars
+            let c = try XCTUnwrap(staticOnly[index]).scalars
+            func relative(_ u: [Float]) -> Double {
+                zip(a, u).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot() / a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+            }
+            print(String(format: "int8 weight inputs: relative gradient error of w%d = %.4f%% (static only: %.4f%%)", index + 1, relative(b) * 100, relative(c) * 100))
+            XCTAssertLessThan(relative(b), 0.02, "w\(index + 1)")
+            XCTAssertGreaterThan(relative(b), relative(c) * 0.5, "w\(index + 1): its own input is rounded now")
+        }
+        // The two hidden activations the next matmuls keep (64×256 each) shrink from 4 bytes to 1;
+        // x stays alive in the caller, so its 8-bit copy (64×128 bytes) is extra.
+        XCTAssertEqual(staticBytes - allBytes, 64 * 256 * 2 * 3 - 64 * 128, accuracy: 64)
+    }
+
+    /// The same for convolutions: a trainable filter's saved input kept in 8 bits.
+    func testInt8WeightInputsOfConvolutions() throws {
+        var g = PhiloxGenerator(seed: 23)
+        let x = Tensor(randomNormal: [4, 8, 10, 10], generator: &g)
+        let w1 = Tensor(randomNormal: [16, 8, 3, 3], generator: &g) * 0.1
+        let w2 = Tensor(randomNormal: [4, 16, 3, 3], generator: &g) * 0.08
+        func run(_ mode: ActivationCompression) -> ([Tensor?], Int) {
+            let leaves = [w1, w2].map { $0.requiringGradient() }
+            let before = MemoryStatistics.liveBytes
+            var kept = 0
+            let gradients: [Tensor?] = ActivationCompression.with(mode) {
+                let loss = x.conv2d(filter: leaves[0], padding: (1, 1)).silu()
+                    .conv2d(filter: leaves[1], padding: (1, 1)).squared().mean()
+                kept = MemoryStatistics.liveBytes - before
+                return loss.gradients(withRespectTo: leaves)
+            }
+            return (gradients, kept)
+        }
+        let (exact, exactBytes) = run(.none)
+        let (all, allBytes) = run(.int8WithWeightInputs)
+        for index in 0..<2 {
+            let a = try XCTUnwrap(exact[index]).scalars, b = try XCTUnwrap(all[index]).scalars
+            let relative = zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot() / a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+            print(String(format: "int8 convolution inputs: relative gradient error of w%d = %.4f%%", index + 1, relative * 100))
+            XCTAssertLessThan(relative, 0.02)
+            XCTAssertGreaterThan(relative, 0)
+        }
+        // silu's input and the second convolution's input (4×16×10×10 each) go from 4 bytes to 1;
+        // x's 8-bit copy (4×8×10×10) is extra.
+        XCTAssertEqual(exactBytes - allBytes, 4 * 16 * 100 * 2 * 3 - 4 * 8 * 100, accuracy: 64)
+    }
+
     /// ReLU keeps one bit per element: its gradient is exactly `g · [x > 0]` (sizes that are not a
     /// multiple of 32, zeros, negative zero and NaN included) and it holds 1/32 of its input's bytes.
     func testReLUKeepsAnExactBitMask() throws {
@@ -77,20 +146,22 @@ final class ActivationCompressionTests: XCTestCase {
         XCTAssertEqual(Int8Copy(Tensor.zeros([5])).restored().scalars, [0, 0, 0, 0, 0], "all-zero tensors stay exact")
     }
 
-    /// A group norm with a frozen scale and shift keeps its input in 8 bits; a trainable one keeps Float32.
+    /// A group norm with a frozen scale keeps its input in 8 bits (whether or not its shift trains:
+    /// the shift's gradient reads none of the input); one with a trainable scale keeps Float32.
     func testFrozenGroupNormKeepsItsInputInEightBits() throws {
         var g = PhiloxGenerator(seed: 5)
         let x = Tensor(randomNormal: [64, 128], generator: &g)
         let w1 = Tensor(randomNormal: [128, 256], generator: &g) * 0.09
         let w2 = Tensor(randomNormal: [256, 32], generator: &g) * 0.06
         let gamma = Tensor(randomNormal: [16], generator: &g) * 0.1 + 1, beta = Tensor(randomNormal: [16], generator: &g) * 0.1
-        func run(_ mode: ActivationCompression, trainableNorm: Bool) -> ([Tensor?], Int) {
+        func run(_ mode: ActivationCompression, trainableNorm: Bool, trainableShift: Bool = false) -> ([Tensor?], Int) {
             let leaves = [w1, w2].map { $0.requiringGradient() }
             let scale = trainableNorm ? gamma.requiringGradient() : gamma
+            let shift = trainableShift ? beta.requiringGradient() : beta
             let before = MemoryStatistics.liveBytes
             var kept = 0
             let gradients: [Tensor?] = ActivationCompression.with(mode) {
-                let h = x.matmul(leaves[0]).reshaped([64, 16, 16]).groupNormalized(groups: 4, scale: scale, shift: beta)
+                let h = x.matmul(leaves[0]).reshaped([64, 16, 16]).groupNormalized(groups: 4, scale: scale, shift: shift)
                 let loss = h.reshaped([64, 256]).matmul(leaves[1]).squared().mean()
                 kept = MemoryStatistics.liveBytes - before
                 return loss.gradients(withRespectTo: leaves)
@@ -105,6 +176,8 @@ final class ActivationCompressionTests: XCTestCase {
         XCTAssertLessThan(relative, 0.01)
         XCTAssertGreaterThan(relative, 0)
         XCTAssertEqual(fullBytes - int8Bytes, 64 * 256 * 3, accuracy: 64, "the norm's saved input shrinks from 4 bytes to 1")
+        let (_, trainableShiftBytes) = run(.int8, trainableNorm: false, trainableShift: true)
+        XCTAssertEqual(trainableShiftBytes, int8Bytes, "a trainable shift alone still lets the input be compressed")
         // With a trainable scale, its gradient needs the exact input: nothing is compressed.
         let (_, trainableBytes) = run(.int8, trainableNorm: true)
         let (_, trainableExactBytes) = run(.none, trainableNorm: true)

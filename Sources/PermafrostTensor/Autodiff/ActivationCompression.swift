@@ -1,16 +1,22 @@
 import Foundation
 
-/// How activation functions keep the tensor their backward pass reads.
+/// How the forward pass keeps the tensors backward reads.
 ///
-/// SlimFit (arXiv 2305.18513) stores the activations that frozen layers must keep in 8 bits. Here the
-/// rule is exact about *which* activations: the saved input or output of an element-wise
-/// activation (SiLU, GELU, sigmoid, tanh; ReLU always keeps an exact bit mask) only ever feeds an input gradient — never a weight
-/// gradient — so compressing it cannot bias a trainable tensor's own gradient term, only the signal
-/// passed further down. Inputs that matmul and convolution keep for their weight gradients stay
-/// Float32. Backward restores the 8-bit copy (symmetric, one scale per tensor: max|x|/127).
+/// SlimFit (arXiv 2305.18513) stores the *static* activations — those a network keeps whatever is
+/// frozen — in 8 bits, and discards the dynamic ones (the inputs of frozen weights). `.int8` is
+/// that rule, exact about which tensors are static: the saved input or output of an element-wise
+/// activation (SiLU, GELU, sigmoid, tanh; ReLU always keeps an exact bit mask) and the input of a
+/// norm whose scale is frozen only ever feed an input gradient — never a weight gradient — so
+/// compressing them cannot bias a trainable tensor's own gradient term, only the signal passed
+/// further down. `.int8WithWeightInputs` also keeps the inputs that trainable convolutions and
+/// matmuls save for their weight gradients in 8 bits (SlimFit quantises some layers' dynamic
+/// activations too): the largest remaining saving, at the price of a rounding error in those
+/// weight gradients (measured in `ActivationCompressionTests`). Backward restores each 8-bit copy
+/// (symmetric, one scale per tensor: max|x|/127).
 public enum ActivationCompression: Sendable, Equatable {
     case none
     case int8
+    case int8WithWeightInputs
 
     @TaskLocal static var current: ActivationCompression = .none
 
@@ -21,6 +27,31 @@ public enum ActivationCompression: Sendable, Equatable {
 
     /// The mode in effect in this task.
     public static var inEffect: ActivationCompression { current }
+
+    /// Static activations (activation functions', frozen-scale norms') are kept in 8 bits.
+    var compressesStaticActivations: Bool { self != .none }
+    /// Inputs saved for weight gradients are kept in 8 bits.
+    var compressesWeightInputs: Bool { self == .int8WithWeightInputs }
+}
+
+/// The input a convolution or matmul keeps for its weight gradient: nothing when the weight is
+/// frozen, an 8-bit copy under ``ActivationCompression/int8WithWeightInputs``, else the tensor.
+struct SavedWeightInput {
+    private let exact: Tensor?
+    private let packed: Int8Copy?
+
+    init(_ input: Tensor, weightTrains: Bool) {
+        if !weightTrains {
+            (exact, packed) = (nil, nil)
+        } else if ActivationCompression.current.compressesWeightInputs, GradientRecording.isRecording {
+            (exact, packed) = (nil, Int8Copy(input))
+        } else {
+            (exact, packed) = (input.detached(), nil)
+        }
+    }
+
+    /// The tensor for backward (an empty tensor when nothing was kept).
+    func restored() -> Tensor { exact ?? packed?.restored() ?? Tensor.zeros([0]) }
 }
 
 /// An 8-bit copy of a tensor: symmetric per-tensor quantisation. Its bytes live in engine storage,

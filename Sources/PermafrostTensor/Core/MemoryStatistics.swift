@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// Process-wide count of bytes held by tensor buffers, with a resettable high-water mark.
@@ -32,4 +35,21 @@ public enum MemoryStatistics {
     public static func resetPeak() {
         state.withLock { $0.peak = $0.live }
     }
+
+    /// Hands memory the process no longer uses back to the system: freed `malloc` pages (glibc
+    /// keeps them after a large load, e.g. a decompressed data set) and the tensor blocks cached
+    /// for reuse. Training commands call it once before their first step, so the process's
+    /// resident memory reflects training rather than loading.
+    public static func returnFreeMemoryToSystem() {
+        LargeBlockCache.trim()
+        #if os(Linux)
+        _ = glibcMallocTrim(0)
+        #endif
+    }
 }
+
+#if os(Linux)
+/// glibc's `malloc_trim` (declared in malloc.h, which the Glibc module does not export).
+@_silgen_name("malloc_trim")
+private func glibcMallocTrim(_ pad: Int) -> Int32
+#endif

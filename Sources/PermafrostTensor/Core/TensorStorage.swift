@@ -12,27 +12,25 @@ import Darwin
 final class TensorStorage: @unchecked Sendable {
     @usableFromInline let base: UnsafeMutablePointer<Float>
     @usableFromInline let count: Int
+    /// Size of the page-mapped block behind a large buffer (0 for a `malloc`ed one).
+    private let mappedBytes: Int
 
     /// Allocates `count` uninitialised elements. Callers overwrite every element before reading.
-    /// Keeps freed tensor memory in the heap instead of returning every large block to the kernel:
-    /// glibc maps blocks over its threshold afresh on each allocation, and the page faults that
-    /// follow cost a training step several percent. (Peak resident memory is unchanged.)
-    private static let allocatorConfigured: Bool = {
-        #if os(Linux)
-        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 1 << 30)
-        _ = glibcMallopt(-1 /* M_TRIM_THRESHOLD */, 1 << 30)
-        #endif
-        return true
-    }()
-
+    /// Large buffers come from ``LargeBlockCache`` (page-mapped, recycled), small ones from `malloc`.
     @usableFromInline
     init(uninitializedCount count: Int) {
         precondition(count >= 0, "Tensor element count must be non-negative, got \(count)")
-        _ = Self.allocatorConfigured
         self.count = count
-        var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+        var raw: UnsafeMutableRawPointer?
+        var mapped = 0
+        if bytes >= LargeBlockCache.thresholdBytes {
+            if let block = LargeBlockCache.allocate(bytes: bytes) { (raw, mapped) = (block.pointer, block.bytes) }
+        } else if posix_memalign(&raw, 64, bytes) != 0 {
+            raw = nil
+        }
+        mappedBytes = mapped
+        guard let raw else {
             fatalError("Permafrost: out of memory allocating \(bytes) bytes for a tensor")
         }
         base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
@@ -58,12 +56,10 @@ final class TensorStorage: @unchecked Sendable {
 
     deinit {
         MemoryStatistics.recordDeallocation(bytes: count * MemoryLayout<Float>.stride)
-        free(base)
+        if mappedBytes > 0 {
+            LargeBlockCache.release(UnsafeMutableRawPointer(base), bytes: mappedBytes)
+        } else {
+            free(base)
+        }
     }
 }
-
-#if os(Linux)
-/// glibc's `mallopt` (declared in malloc.h, which the Glibc module does not export).
-@_silgen_name("mallopt")
-private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
-#endif

@@ -161,10 +161,12 @@ extension Tensor {
         var output = result
         // The input is needed only for the filter's gradient, the filter only for the input's: a frozen
         // filter keeps no activation alive.
-        let input = filter.requiresGradient ? detached() : Tensor.zeros([0]), weights = requiresGradient ? filter.detached() : Tensor.zeros([0])
+        let savedInput = SavedWeightInput(self, weightTrains: filter.requiresGradient)
+        let weights = requiresGradient ? filter.detached() : Tensor.zeros([0])
         let (inputShape, filterShape) = (shape, filter.shape)
         output.recordOperation("conv2d", inputs: bias.map { [self, filter, $0] } ?? [self, filter]) { gradient, needs in
-            withExtendedLifetime((input, weights, gradient)) {}
+            let input = needs[1] ? savedInput.restored() : Tensor.zeros([0])
+            defer { withExtendedLifetime((input, weights, gradient)) {} }
             let needsInput = needs[0], needsFilter = needs[1]
             let inputGradient: Tensor? = needsInput ? Tensor(shape: inputShape) { _ in } : nil
             let filterGradient: Tensor? = needsFilter ? Tensor.zeros(filterShape) : nil

@@ -30,9 +30,11 @@ extension Tensor {
                  bStrides: plan.stridesB, c: result.storage.base, cStrides: plan.stridesC)
         // Keep an operand only if the other one's gradient needs it: a frozen weight keeps no input
         // activation alive for backward, a constant input keeps no weight reference.
-        let a = other.requiresGradient ? detached() : Tensor.zeros([0]), b = requiresGradient ? other.detached() : Tensor.zeros([0])
+        let savedA = SavedWeightInput(self, weightTrains: other.requiresGradient), b = requiresGradient ? other.detached() : Tensor.zeros([0])
         let (shapeA, shapeB) = (shape, other.shape)
         result.recordOperation("matmul", inputs: [self, other]) { g, needs in
+            let a = needs[1] ? savedA.restored() : Tensor.zeros([0])
+            defer { withExtendedLifetime((a, b, g)) {} }
             var gradA: Tensor?, gradB: Tensor?
             if needs[0] {
                 let d = Tensor.zeros(shapeA)

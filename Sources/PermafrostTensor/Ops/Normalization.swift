@@ -47,10 +47,11 @@ extension Tensor {
             }
         }
         var result = Tensor(shape: shape, storage: output)
-        // A frozen norm (no trainable scale or shift) keeps its input only for the input gradient:
-        // with int8 activation compression that copy is kept in 8 bits (the statistics stay exact).
-        let frozen = scale?.node == nil && shift?.node == nil
-        let packed = frozen && ActivationCompression.current == .int8 && node != nil && GradientRecording.isRecording ? Int8Copy(detached()) : nil
+        // With a frozen scale the input is kept only for the input gradient (the shift's gradient
+        // needs none of it): with int8 activation compression that copy is kept in 8 bits (the
+        // statistics stay exact).
+        let frozen = scale?.node == nil
+        let packed = frozen && ActivationCompression.current.compressesStaticActivations && node != nil && GradientRecording.isRecording ? Int8Copy(detached()) : nil
         let kept: Tensor? = packed == nil ? detached() : nil
         var inputs = [self]
         if let scale { inputs.append(scale) }

@@ -13,7 +13,7 @@ extension Tensor {
                                                                             compressible: Bool = false) -> Tensor {
         var result = mapElements(f)
         let kept = keeps == .input ? detached() : result.detached()
-        if compressible, ActivationCompression.current == .int8, node != nil, GradientRecording.isRecording {
+        if compressible, ActivationCompression.current.compressesStaticActivations, node != nil, GradientRecording.isRecording {
             let copy = Int8Copy(kept)
             result.recordOperation(name, inputs: [self]) { g, _ in
                 let saved = copy.restored()
