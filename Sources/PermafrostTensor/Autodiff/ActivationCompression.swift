@@ -52,6 +52,9 @@ struct SavedWeightInput {
 
     /// The tensor for backward (an empty tensor when nothing was kept).
     func restored() -> Tensor { exact ?? packed?.restored() ?? Tensor.zeros([0]) }
+
+    /// The 8-bit copy, when one was kept (backward then restores it piece by piece).
+    var int8Copy: Int8Copy? { packed }
 }
 
 /// An 8-bit copy of a tensor: symmetric per-tensor quantisation. Its bytes live in engine storage,
@@ -82,6 +85,35 @@ struct Int8Copy {
             }
         }
         packed = storage
+    }
+
+    /// `f(g, x, g)` (or `f(g, g, x)` when `savedSecond` is false) with `x` this copy, dequantised
+    /// element by element: no Float32 copy of `x` is ever materialised, which lowers backward's
+    /// transient peak by one activation per compressed layer.
+    func zipped<F: TernaryElementFunction>(with gradient: Tensor, savedSecond: Bool, _ f: F) -> Tensor {
+        precondition(gradient.shape == shape, "gradient shape \(gradient.shape) does not match saved \(shape)")
+        let count = gradient.count, scale = self.scale
+        let g = SendablePointer(gradient.storage.base)
+        let bytes = SendablePointer(UnsafeMutableRawPointer(packed.storage.base).assumingMemoryBound(to: Int8.self))
+        let result = TensorStorage(uninitializedCount: count)
+        let out = SendablePointer(result.base)
+        KernelCounters.count(.elementwise, flops: count)
+        Parallel.forEachChunk(count: count) { range in
+            if savedSecond {
+                for i in range { out.base[i] = f(g.base[i], Float(bytes.base[i]) * scale, g.base[i]) }
+            } else {
+                for i in range { out.base[i] = f(g.base[i], g.base[i], Float(bytes.base[i]) * scale) }
+            }
+        }
+        return withExtendedLifetime((gradient, packed)) { Tensor(shape: shape, storage: result) }
+    }
+
+    /// Writes elements `range` of the restored tensor to `destination`.
+    func restore(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
+        let scale = self.scale
+        let bytes = UnsafeRawPointer(packed.storage.base).assumingMemoryBound(to: Int8.self)
+        for i in range { destination[i - range.lowerBound] = Float(bytes[i]) * scale }
+        withExtendedLifetime(packed) {}
     }
 
     func restored() -> Tensor {

@@ -165,7 +165,10 @@ extension Tensor {
         let weights = requiresGradient ? filter.detached() : Tensor.zeros([0])
         let (inputShape, filterShape) = (shape, filter.shape)
         output.recordOperation("conv2d", inputs: bias.map { [self, filter, $0] } ?? [self, filter]) { gradient, needs in
-            let input = needs[1] ? savedInput.restored() : Tensor.zeros([0])
+            // An 8-bit input is restored one image at a time, into a per-thread buffer.
+            let packedInput = needs[1] ? savedInput.int8Copy : nil
+            let input = needs[1] && packedInput == nil ? savedInput.restored() : Tensor.zeros([0])
+            let imageSize = g.inChannels * g.height * g.width
             defer { withExtendedLifetime((input, weights, gradient)) {} }
             let needsInput = needs[0], needsFilter = needs[1]
             let inputGradient: Tensor? = needsInput ? Tensor(shape: inputShape) { _ in } : nil
@@ -184,9 +187,14 @@ extension Tensor {
             let partials = Mutex<[Tensor]>([])
             g.forEachImage { images in
                 let scratch = ScratchBuffer(count: columnCount)
+                let restoredImage = packedInput.map { _ in ScratchBuffer(count: imageSize) }
                 let localFilter: Tensor? = needsFilter ? Tensor.zeros(filterShape) : nil
                 for n in images {
-                    let image = x.base + n * g.inChannels * g.height * g.width
+                    var image = x.base + n * imageSize
+                    if let packedInput, let restoredImage {
+                        packedInput.restore(n * imageSize..<(n + 1) * imageSize, into: restoredImage.base)
+                        image = restoredImage.base
+                    }
                     let dOut = dy.base + n * g.outChannels * spatial
                     if let localFilter {
                         if !pointwise { g.im2col(image: image, columns: scratch.base) }

@@ -16,8 +16,7 @@ extension Tensor {
         if compressible, ActivationCompression.current.compressesStaticActivations, node != nil, GradientRecording.isRecording {
             let copy = Int8Copy(kept)
             result.recordOperation(name, inputs: [self]) { g, _ in
-                let saved = copy.restored()
-                return [keeps == .input ? Tensor.zipElements(g, saved, g, derivative) : Tensor.zipElements(g, g, saved, derivative)]
+                [copy.zipped(with: g, savedSecond: keeps == .input, derivative)]
             }
             return result
         }
