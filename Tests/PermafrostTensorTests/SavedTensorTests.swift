@@ -62,3 +62,38 @@ final class SavedTensorTests: XCTestCase {
         }
     }
 }
+
+extension SavedTensorTests {
+    /// `formSiLU()` overwrites a buffer nothing else holds (under activation compression), gives
+    /// exactly `silu()`'s values and gradients, and never touches a buffer another tensor shares.
+    func testInPlaceSiLUMatchesSiLUAndLeavesSharedBuffersAlone() throws {
+        var g = PhiloxGenerator(seed: 8)
+        let count = 30_000
+        let x = Tensor(randomNormal: [count], generator: &g).requiringGradient()
+        let upstream = Tensor(randomNormal: [count], generator: &g)
+        func run(inPlace: Bool) throws -> (values: [Float], gradient: [Float], kept: Int) {
+            try ActivationCompression.with(.int8) {
+                let start = MemoryStatistics.liveBytes
+                var a = x * 2
+                if inPlace { a.formSiLU() } else { a = a.silu() }
+                let kept = MemoryStatistics.liveBytes - start
+                let gradient = try XCTUnwrap((a * upstream).sum().gradients(withRespectTo: [x])[0])
+                return (a.scalars, gradient.scalars, kept)
+            }
+        }
+        let reference = try run(inPlace: false), inPlace = try run(inPlace: true)
+        XCTAssertEqual(inPlace.values, reference.values)
+        XCTAssertEqual(inPlace.gradient, reference.gradient)
+        XCTAssertEqual(inPlace.kept, count + count * 4, accuracy: 64, "the output reuses the input's buffer; only the 8-bit copy is new")
+
+        // A shared buffer is never overwritten: the other holder keeps its values.
+        try ActivationCompression.with(.int8) {
+            let shared = x * 2
+            var b = shared
+            b.formSiLU()
+            XCTAssertEqual(shared.scalars, (x * 2).scalars)
+            XCTAssertEqual(b.scalars, shared.silu().scalars)
+            _ = try XCTUnwrap(b.sum().gradients(withRespectTo: [x])[0])
+        }
+    }
+}

@@ -127,7 +127,7 @@ public final class UNet2DModel: Module {
         }
         if let midBlock { h = midBlock(h, activatedTime: activatedTime) }
         for block in upBlocks.modules { h = block(h, skips: &skips, activatedTime: activatedTime) }
-        return convOut(convNormOut(h).silu())
+        return convOut(activated(convNormOut, h))
     }
 
     // MARK: - diffusers folders

@@ -29,10 +29,10 @@ public final class ResnetBlock2D: Module {
 
     /// `activatedTime` is `silu(temb)` (`[B, T]`), shared by every block.
     func callAsFunction(_ x: Tensor, activatedTime: Tensor) -> Tensor {
-        var h = conv1(norm1(x).silu())
+        var h = conv1(activated(norm1, x))
         let t = timeEmbeddingProjection(activatedTime)
         h = h + t.reshaped([t.shape[0], t.shape[1], 1, 1])
-        h = conv2(dropout.probability > 0 ? dropout(norm2(h).silu()) : norm2(h).silu())
+        h = conv2(dropout.probability > 0 ? dropout(activated(norm2, h)) : activated(norm2, h))
         return (convShortcut.map { $0(x) } ?? x) + h
     }
 }
@@ -197,4 +197,12 @@ public final class MidBlock: Module {
         if let attentions { h = attentions[0](h) }
         return resnets[1](h, activatedTime: activatedTime)
     }
+}
+
+/// `silu(norm(x))`, the activation applied in the norm's fresh output buffer when it can be (see
+/// ``Tensor/formSiLU()``): the UNet's largest forward-pass transient.
+func activated(_ norm: GroupNorm, _ x: Tensor) -> Tensor {
+    var a = norm(x)
+    a.formSiLU()
+    return a
 }

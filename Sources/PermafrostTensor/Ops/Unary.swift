@@ -76,6 +76,31 @@ extension Tensor {
     /// x · sigmoid(x) (also called swish).
     public func silu() -> Tensor { unary("silu", Element.SiLU(), Element.SiLUGradient(), keeps: .input, compressible: true) }
 
+    /// Replaces `self` with `silu(self)`, reusing its buffer when nothing else holds it and
+    /// activation compression is on (the backward pass then reads the 8-bit copy, never the
+    /// Float32 input): one activation less in the forward pass's working set — a norm's fresh
+    /// output, typically. Otherwise the same as `self = silu()`. Gradients are identical either way.
+    public mutating func formSiLU() {
+        guard ActivationCompression.current.compressesStaticActivations, node != nil, GradientRecording.isRecording,
+              isKnownUniquelyReferenced(&storage) else {
+            self = silu()
+            return
+        }
+        let copy = Int8Copy(self)
+        let input = self
+        let values = SendablePointer(storage.base), count = self.count
+        KernelCounters.count(.elementwise, flops: count)
+        let f = Element.SiLU()
+        Parallel.forEachChunk(count: count) { range in
+            for i in range { values.base[i] = f(values.base[i]) }
+        }
+        var result = Tensor(shape: shape, storage: storage)
+        result.recordOperation("silu", inputs: [input]) { g, _ in
+            [copy.zipped(with: g, savedSecond: true, Element.SiLUGradient())]
+        }
+        self = result
+    }
+
     /// How ``gelu(approximation:)`` evaluates the Gaussian CDF.
     public enum GELUApproximation: Sendable {
         /// Exact: `0.5·x·(1 + erf(x/√2))` (PyTorch's default).
