@@ -11,30 +11,42 @@ final class ActivationCompressionTests: XCTestCase {
         return (h3 * h3).mean()
     }
 
-    func testInt8ActivationsGiveGradientsWithinOnePercentAndSaveMemory() throws {
-        var g = PhiloxGenerator(seed: 21)
+    /// Gradients for trainable copies of `weights` under `mode`, and the bytes the forward pass kept.
+    func gradientsAndKeptBytes(_ mode: ActivationCompression, weights: [Tensor], _ loss: ([Tensor]) -> Tensor) -> ([Tensor?], Int) {
+        let leaves = weights.map { $0.requiringGradient() }
+        let before = MemoryStatistics.liveBytes
+        var kept = 0
+        let gradients: [Tensor?] = ActivationCompression.with(mode) {
+            let value = loss(leaves)
+            kept = MemoryStatistics.liveBytes - before
+            return value.gradients(withRespectTo: leaves)
+        }
+        return (gradients, kept)
+    }
+
+    /// ‖b − a‖ / ‖a‖.
+    func relativeError(_ a: Tensor?, _ b: Tensor?) throws -> Double {
+        let a = try XCTUnwrap(a).scalars, b = try XCTUnwrap(b).scalars
+        return zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot() / a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+    }
+
+    /// A 64×128 input and the three weights of ``network(_:_:_:_:)``.
+    func mlpCase(seed: UInt64) -> (x: Tensor, weights: [Tensor]) {
+        var g = PhiloxGenerator(seed: seed)
         let x = Tensor(randomNormal: [64, 128], generator: &g)
         let w1 = Tensor(randomNormal: [128, 256], generator: &g) * 0.09
         let w2 = Tensor(randomNormal: [256, 256], generator: &g) * 0.06
         let w3 = Tensor(randomNormal: [256, 64], generator: &g) * 0.06
-        func run(_ mode: ActivationCompression) -> ([Tensor?], Int) {
-            let leaves = [w1, w2, w3].map { $0.requiringGradient() }
-            let before = MemoryStatistics.liveBytes
-            var kept = 0
-            let gradients: [Tensor?] = ActivationCompression.with(mode) {
-                let loss = network(x, leaves[0], leaves[1], leaves[2])
-                kept = MemoryStatistics.liveBytes - before
-                return loss.gradients(withRespectTo: leaves)
-            }
-            return (gradients, kept)
-        }
-        let (exact, fullBytes) = run(.none)
-        let (compressed, int8Bytes) = run(.int8)
-        for (index, (a, b)) in zip(exact, compressed).enumerated() {
-            let a = try XCTUnwrap(a).scalars, b = try XCTUnwrap(b).scalars
-            let difference = zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot()
-            let norm = a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
-            let relative = difference / norm
+        return (x, [w1, w2, w3])
+    }
+
+    func testInt8ActivationsGiveGradientsWithinOnePercentAndSaveMemory() throws {
+        let (x, weights) = mlpCase(seed: 21)
+        let loss = { (w: [Tensor]) in self.network(x, w[0], w[1], w[2]) }
+        let (exact, fullBytes) = gradientsAndKeptBytes(.none, weights: weights, loss)
+        let (compressed, int8Bytes) = gradientsAndKeptBytes(.int8, weights: weights, loss)
+        for index in 0..<3 {
+            let relative = try relativeError(exact[index], compressed[index])
             print(String(format: "int8 activations: relative gradient error of w%d = %.4f%%", index + 1, relative * 100))
             XCTAssertLessThan(relative, 0.01, "w\(index + 1)")
             if index < 2 { XCTAssertGreaterThan(relative, 0, "w\(index + 1)'s gradient passes through compressed activations") }
@@ -49,34 +61,16 @@ final class ActivationCompressionTests: XCTestCase {
     /// `.int8WithWeightInputs` also stores the inputs matmuls keep for their weight gradients in
     /// 8 bits: the weight gradients' rounding error, and the bytes saved, measured.
     func testInt8WeightInputsKeepGradientsWithinTwoPercent() throws {
-        var g = PhiloxGenerator(seed: 22)
-        let x = Tensor(randomNormal: [64, 128], generator: &g)
-        let w1 = Tensor(randomNormal: [128, 256], generator: &g) * 0.09
-        let w2 = Tensor(randomNormal: [256, 256], generator: &g) * 0.06
-        let w3 = Tensor(randomNormal: [256, 64], generator: &g) * 0.06
-        func run(_ mode: ActivationCompression) -> ([Tensor?], Int) {
-            let leaves = [w1, w2, w3].map { $0.requiringGradient() }
-            let before = MemoryStatistics.liveBytes
-            var kept = 0
-            let gradients: [Tensor?] = ActivationCompression.with(mode) {
-                let loss = network(x, leaves[0], leaves[1], leaves[2])
-                kept = MemoryStatistics.liveBytes - before
-                return loss.gradients(withRespectTo: leaves)
-            }
-            return (gradients, kept)
-        }
-        let (exact, _) = run(.none)
-        let (staticOnly, staticBytes) = run(.int8)
-        let (all, allBytes) = run(.int8WithWeightInputs)
+        let (x, weights) = mlpCase(seed: 22)
+        let loss = { (w: [Tensor]) in self.network(x, w[0], w[1], w[2]) }
+        let (exact, _) = gradientsAndKeptBytes(.none, weights: weights, loss)
+        let (staticOnly, staticBytes) = gradientsAndKeptBytes(.int8, weights: weights, loss)
+        let (all, allBytes) = gradientsAndKeptBytes(.int8WithWeightInputs, weights: weights, loss)
         for index in 0..<3 {
-            let a = try XCTUnwrap(exact[index]).scalars, b = try XCTUnwrap(all[index]).scalars
-            let c = try XCTUnwrap(staticOnly[index]).scalars
-            func relative(_ u: [Float]) -> Double {
-                zip(a, u).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot() / a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
-            }
-            print(String(format: "int8 weight inputs: relative gradient error of w%d = %.4f%% (static only: %.4f%%)", index + 1, relative(b) * 100, relative(c) * 100))
-            XCTAssertLessThan(relative(b), 0.02, "w\(index + 1)")
-            XCTAssertGreaterThan(relative(b), relative(c) * 0.5, "w\(index + 1): its own input is rounded now")
+            let relative = try relativeError(exact[index], all[index]), staticRelative = try relativeError(exact[index], staticOnly[index])
+            print(String(format: "int8 weight inputs: relative gradient error of w%d = %.4f%% (static only: %.4f%%)", index + 1, relative * 100, staticRelative * 100))
+            XCTAssertLessThan(relative, 0.02, "w\(index + 1)")
+            XCTAssertGreaterThan(relative, staticRelative * 0.5, "w\(index + 1): its own input is rounded now")
         }
         // The two hidden activations the next matmuls keep (64×256 each) shrink from 4 bytes to 1;
         // x stays alive in the caller, so its 8-bit copy (64×128 bytes) is extra.
@@ -89,23 +83,13 @@ final class ActivationCompressionTests: XCTestCase {
         let x = Tensor(randomNormal: [4, 8, 10, 10], generator: &g)
         let w1 = Tensor(randomNormal: [16, 8, 3, 3], generator: &g) * 0.1
         let w2 = Tensor(randomNormal: [4, 16, 3, 3], generator: &g) * 0.08
-        func run(_ mode: ActivationCompression) -> ([Tensor?], Int) {
-            let leaves = [w1, w2].map { $0.requiringGradient() }
-            let before = MemoryStatistics.liveBytes
-            var kept = 0
-            let gradients: [Tensor?] = ActivationCompression.with(mode) {
-                let loss = x.conv2d(filter: leaves[0], padding: (1, 1)).silu()
-                    .conv2d(filter: leaves[1], padding: (1, 1)).squared().mean()
-                kept = MemoryStatistics.liveBytes - before
-                return loss.gradients(withRespectTo: leaves)
-            }
-            return (gradients, kept)
+        let loss = { (w: [Tensor]) in
+            x.conv2d(filter: w[0], padding: (1, 1)).silu().conv2d(filter: w[1], padding: (1, 1)).squared().mean()
         }
-        let (exact, exactBytes) = run(.none)
-        let (all, allBytes) = run(.int8WithWeightInputs)
+        let (exact, exactBytes) = gradientsAndKeptBytes(.none, weights: [w1, w2], loss)
+        let (all, allBytes) = gradientsAndKeptBytes(.int8WithWeightInputs, weights: [w1, w2], loss)
         for index in 0..<2 {
-            let a = try XCTUnwrap(exact[index]).scalars, b = try XCTUnwrap(all[index]).scalars
-            let relative = zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot() / a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+            let relative = try relativeError(exact[index], all[index])
             print(String(format: "int8 convolution inputs: relative gradient error of w%d = %.4f%%", index + 1, relative * 100))
             XCTAssertLessThan(relative, 0.02)
             XCTAssertGreaterThan(relative, 0)
