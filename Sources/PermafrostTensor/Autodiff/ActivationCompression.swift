@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// How the forward pass keeps the tensors backward reads.
 ///
@@ -67,24 +68,30 @@ struct Int8Copy {
     init(_ x: Tensor) {
         shape = x.shape
         let count = x.count
-        var maximum: Float = 0
-        x.withUnsafeBufferPointer { values in
-            for v in values { maximum = Swift.max(maximum, Swift.abs(v)) }
+        let source = SendablePointer(x.storage.base)
+        // Both passes run in parallel chunks: a UNet step compresses tens of millions of elements,
+        // and done serially this cost as much time as freezing saved.
+        let maximum = Mutex<Float>(0)
+        Parallel.forEachChunk(count: count) { range in
+            var local: Float = 0
+            for i in range { local = Swift.max(local, Swift.abs(source.base[i])) }
+            maximum.withLock { $0 = Swift.max($0, local) }
         }
-        let scale = maximum > 0 && maximum.isFinite ? maximum / 127 : 1
+        let largest = maximum.withLock { $0 }
+        let scale = largest > 0 && largest.isFinite ? largest / 127 : 1
         self.scale = scale
-        var storage = Tensor.zeros([(count + 3) / 4])
+        let storage = Tensor(shape: [(count + 3) / 4]) { _ in }
         let inverse = 1 / scale
-        x.withUnsafeBufferPointer { values in
-            storage.withUnsafeMutableBufferPointer { words in
-                let bytes = UnsafeMutableRawPointer(words.baseAddress!).assumingMemoryBound(to: Int8.self)
-                for i in 0..<count {
-                    let q = (values[i] * inverse).rounded()
-                    bytes[i] = Int8(Swift.max(-127, Swift.min(127, q.isNaN ? 0 : q)))
-                }
+        let bytes = SendablePointer(UnsafeMutableRawPointer(storage.storage.base).assumingMemoryBound(to: Int8.self))
+        Parallel.forEachChunk(count: count) { range in
+            for i in range {
+                // Round half away from zero (as `rounded()`), clamp to ±127; NaN stores 0.
+                let q = source.base[i] * inverse
+                let clamped = Swift.min(127, Swift.max(-127, q + (q < 0 ? -0.5 : 0.5)))
+                bytes.base[i] = q.isNaN ? 0 : Int8(clamped)
             }
         }
-        packed = storage
+        packed = withExtendedLifetime(x) { storage }
     }
 
     /// `f(g, x, g)` (or `f(g, g, x)` when `savedSecond` is false) with `x` this copy, dequantised
@@ -117,15 +124,15 @@ struct Int8Copy {
     }
 
     func restored() -> Tensor {
-        var result = Tensor.zeros(shape)
-        let count = result.count, scale = self.scale
-        packed.withUnsafeBufferPointer { words in
-            let bytes = UnsafeRawPointer(words.baseAddress!).assumingMemoryBound(to: Int8.self)
-            result.withUnsafeMutableBufferPointer { out in
-                for i in 0..<count { out[i] = Float(bytes[i]) * scale }
+        let count = shape.reduce(1, *), scale = self.scale
+        let bytes = SendablePointer(UnsafeMutableRawPointer(packed.storage.base).assumingMemoryBound(to: Int8.self))
+        let result = Tensor(shape: shape) { out in
+            let destination = SendablePointer(out.baseAddress!)
+            Parallel.forEachChunk(count: count) { range in
+                for i in range { destination.base[i] = Float(bytes.base[i]) * scale }
             }
         }
-        return result
+        return withExtendedLifetime(packed) { result }
     }
 }
 
