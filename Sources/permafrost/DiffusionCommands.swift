@@ -276,6 +276,7 @@ extension ClassifierCommand {
             }
             let optimizer = Adam(learningRate: learningRate)
             let stepsPerEpoch = train.count / batch, total = epochs * stepsPerEpoch
+            MemoryStatistics.returnFreeMemoryToSystem()
             let bar = ProgressBar(total: total, label: "finetune \(scheduler)")
             var times: [Double] = [], peak = 0, activations = 0, gradients = 0, state = 0, frozenShare: [Double] = []
             let parameterTotal = Double(model.parameterCount)
