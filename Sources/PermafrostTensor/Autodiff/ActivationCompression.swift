@@ -124,15 +124,10 @@ struct Int8Copy {
     }
 
     func restored() -> Tensor {
-        let count = shape.reduce(1, *), scale = self.scale
-        let bytes = SendablePointer(UnsafeMutableRawPointer(packed.storage.base).assumingMemoryBound(to: Int8.self))
-        let result = Tensor(shape: shape) { out in
+        Tensor(shape: shape) { out in
             let destination = SendablePointer(out.baseAddress!)
-            Parallel.forEachChunk(count: count) { range in
-                for i in range { destination.base[i] = Float(bytes.base[i]) * scale }
-            }
+            Parallel.forEachChunk(count: out.count) { range in restore(range, into: destination.base + range.lowerBound) }
         }
-        return withExtendedLifetime(packed) { result }
     }
 }
 

@@ -5,14 +5,14 @@ import Darwin
 #endif
 import Synchronization
 
-/// Page-mapped buffers for large tensors, recycled by exact size and bounded by the live peak.
+/// Page-mapped buffers for large tensors, recycled by size and bounded by the live peak.
 ///
 /// Why not `malloc`: glibc keeps freed blocks in per-thread arenas, so a training process's
 /// resident memory grew to roughly twice its live tensor bytes (the UNet fine-tune: 540 MB resident
 /// for a 294 MB tensor peak), and the memory a frozen tensor saves never showed up in the
 /// process's footprint. Mapping every large buffer afresh fixes that but page-faults each one
-/// (measured 40–60% slower UNet steps). Here freed blocks are kept and handed out again to a request
-/// of the same rounded size (training steps repeat their shapes, so nearly every request hits),
+/// (measured 40–60% slower UNet steps). Here freed blocks are kept and handed out again to the
+/// smallest request they fit within 2× (training steps repeat their shapes, so nearly every request hits),
 /// and the cache never lets live + cached bytes pass the most large-block bytes ever live at once:
 /// a miss that would cross it unmaps cached blocks first, oldest first. The process's resident
 /// memory then follows the engine's own peak accounting.

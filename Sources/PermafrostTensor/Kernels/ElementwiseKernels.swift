@@ -13,6 +13,17 @@ extension Tensor {
         return Tensor(shape: shape, storage: result)
     }
 
+    /// `f` applied to every element in place (no autodiff). The storage must not be shared.
+    @inline(__always)
+    mutating func updateElements<F: UnaryElementFunction>(_ f: F) {
+        precondition(isKnownUniquelyReferenced(&storage), "updateElements on a shared buffer")
+        KernelCounters.count(.elementwise, flops: count)
+        let values = SendablePointer(storage.base)
+        Parallel.forEachChunk(count: count) { range in
+            for i in range { values.base[i] = f(values.base[i]) }
+        }
+    }
+
     /// `f` applied element by element to two tensors of the same shape (no autodiff).
     @inline(__always)
     static func zipElements<F: BinaryElementFunction>(_ a: Tensor, _ b: Tensor, _ f: F) -> Tensor {

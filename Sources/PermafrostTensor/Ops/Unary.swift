@@ -14,10 +14,7 @@ extension Tensor {
         var result = mapElements(f)
         let kept = keeps == .input ? detached() : result.detached()
         if compressible, ActivationCompression.current.compressesStaticActivations, node != nil, GradientRecording.isRecording {
-            let copy = Int8Copy(kept)
-            result.recordOperation(name, inputs: [self]) { g, _ in
-                [copy.zipped(with: g, savedSecond: keeps == .input, derivative)]
-            }
+            result.recordCompressed(name, input: self, copy: Int8Copy(kept), derivative, savedIsInput: keeps == .input)
             return result
         }
         let saved = kept
@@ -87,18 +84,18 @@ extension Tensor {
             return
         }
         let copy = Int8Copy(self)
-        let input = self
-        let values = SendablePointer(storage.base), count = self.count
-        KernelCounters.count(.elementwise, flops: count)
-        let f = Element.SiLU()
-        Parallel.forEachChunk(count: count) { range in
-            for i in range { values.base[i] = f(values.base[i]) }
-        }
-        var result = Tensor(shape: shape, storage: storage)
-        result.recordOperation("silu", inputs: [input]) { g, _ in
-            [copy.zipped(with: g, savedSecond: true, Element.SiLUGradient())]
-        }
+        updateElements(Element.SiLU())
+        var result = self
+        result.recordCompressed("silu", input: self, copy: copy, Element.SiLUGradient(), savedIsInput: true)
         self = result
+    }
+
+    /// Records `name`, whose input gradient is `derivative` applied to the 8-bit copy of its input
+    /// (`savedIsInput`) or output, dequantised inside the kernel.
+    private mutating func recordCompressed<D: TernaryElementFunction>(
+        _ name: String, input: Tensor, copy: Int8Copy, _ derivative: D, savedIsInput: Bool
+    ) {
+        recordOperation(name, inputs: [input]) { g, _ in [copy.zipped(with: g, savedSecond: savedIsInput, derivative)] }
     }
 
     /// How ``gelu(approximation:)`` evaluates the Gaussian CDF.
