@@ -139,4 +139,25 @@ final class FastMathTests: XCTestCase {
         XCTAssertEqual(FastMath.tanh(-30), -1)
         XCTAssertEqual(FastMath.tanh(0), 0)
     }
+
+    /// The polynomial erf stays within its 1.5e-7 bound (plus Float rounding) of libm's Double erf,
+    /// and GELU built on it matches the exact Double-precision GELU.
+    func testErfAndGELUAgainstDoublePrecision() {
+        var worstErf: Double = 0, worstGELU: Double = 0
+        var x: Float = -9
+        while x < 9 {
+            worstErf = max(worstErf, Swift.abs(Double(FastMath.erf(x)) - Foundation.erf(Double(x))))
+            let exact = 0.5 * Double(x) * (1 + Foundation.erf(Double(x) / 2.0.squareRoot()))
+            worstGELU = max(worstGELU, Swift.abs(Double(Element.GELU()(x)) - exact) / Swift.max(1, Swift.abs(Double(x))))
+            x += 0.000913
+        }
+        // 1.5e-7 is the approximation's bound in exact arithmetic; Float evaluation adds a few ulp.
+        XCTAssertLessThan(worstErf, 6e-7)
+        XCTAssertLessThan(worstGELU, 3e-7)
+        XCTAssertEqual(FastMath.erf(0), 0, accuracy: 2e-7)
+        XCTAssertEqual(FastMath.erf(20), 1)
+        XCTAssertEqual(FastMath.erf(-20), -1)
+        XCTAssertEqual(FastMath.onePlusErf(-20), 0)
+        XCTAssert(FastMath.erf(.nan).isNaN)
+    }
 }

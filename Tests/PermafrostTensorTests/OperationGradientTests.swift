@@ -101,6 +101,9 @@ final class OperationGradientTests: XCTestCase {
             Case(input: [2, 4, 5, 5], filter: [6, 2, 3, 3], padding: (1, 1), groups: 2),
             Case(input: [1, 4, 4, 4], filter: [4, 1, 3, 3], stride: (2, 2), padding: (1, 1), groups: 4),
             Case(input: [3, 4, 3, 3], filter: [2, 4, 1, 1]),
+            // Stride 1 computes the input gradient as a convolution with the flipped filter: unpadded and
+            // non-square kernels give it unequal paddings.
+            Case(input: [2, 3, 6, 5], filter: [2, 3, 3, 2], padding: (0, 1)),
         ]
         for (i, c) in cases.enumerated() {
             var inputs = [smoothInput(c.input, seed: UInt64(30 + i)), smoothInput(c.filter, seed: UInt64(40 + i), scale: 0.5)]

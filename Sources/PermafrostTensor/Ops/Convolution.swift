@@ -44,29 +44,90 @@ struct Conv2DGeometry: Sendable {
     /// Fills `columns` (`[C·KH·KW, Ho·Wo]`) from one image (`[C, H, W]`).
     func im2col(image: UnsafePointer<Float>, columns: UnsafeMutablePointer<Float>) {
         let oh = outHeight, ow = outWidth, spatial = oh * ow
-        for row in 0..<columnRows {
-            let kw = row % kernelWidth
-            let kh = (row / kernelWidth) % kernelHeight
-            let c = row / (kernelWidth * kernelHeight)
-            let plane = image + c * height * width
-            let out = columns + row * spatial
-            let x0 = kw * dilationW - padW
-            let (lo, hi) = validOutputColumns(offset: x0)
-            for y in 0..<oh {
-                let iy = y * strideH - padH + kh * dilationH
-                let line = out + y * ow
-                if iy < 0 || iy >= height {
-                    line.update(repeating: 0, count: ow)
-                    continue
+        // Valid output ranges per kernel row and column, computed once: integer division per column
+        // row cost more than the copying on small images.
+        withUnsafeTemporaryAllocation(of: (offset: Int, first: Int, end: Int).self, capacity: kernelHeight + kernelWidth) { table in
+            for kh in 0..<kernelHeight {
+                let y0 = kh * dilationH - padH
+                let first = y0 >= 0 ? 0 : Swift.min(oh, (-y0 + strideH - 1) / strideH)
+                let lastInput = height - 1 - y0
+                table[kh] = (y0, first, lastInput < 0 ? first : Swift.max(first, Swift.min(oh, lastInput / strideH + 1)))
+            }
+            for kw in 0..<kernelWidth {
+                let x0 = kw * dilationW - padW
+                let (lo, hi) = validOutputColumns(offset: x0)
+                table[kernelHeight + kw] = (x0, lo, hi)
+            }
+            var out = columns
+            for c in 0..<inChannels {
+                let plane = image + c * height * width
+                for kh in 0..<kernelHeight {
+                    let (y0, firstY, endY) = table[kh]
+                    for kw in 0..<kernelWidth {
+                        defer { out += spatial }
+                        let (x0, lo, hi) = table[kernelHeight + kw]
+                        out.update(repeating: 0, count: firstY * ow)
+                        (out + endY * ow).update(repeating: 0, count: (oh - endY) * ow)
+                        guard endY > firstY, hi > lo else {
+                            (out + firstY * ow).update(repeating: 0, count: (endY - firstY) * ow)
+                            continue
+                        }
+                        if strideW == 1 && strideH == 1 && ow == width {
+                            // Same width, stride 1: the valid rows are one shifted run of the input
+                            // plane. Copy it in one call, then clear the border columns that wrapped in
+                            // from neighbouring rows (per-row copies of a 28-pixel line cost more in
+                            // call overhead than in bytes).
+                            let start = firstY * ow + lo, end = (endY - 1) * ow + hi
+                            (out + start).update(from: plane + (firstY + y0) * width + lo + x0, count: end - start)
+                            for y in firstY..<endY {
+                                let line = out + y * ow
+                                for x in 0..<lo { line[x] = 0 }
+                                for x in hi..<ow { line[x] = 0 }
+                            }
+                            continue
+                        }
+                        for y in firstY..<endY {
+                            let inputLine = plane + (y * strideH + y0) * width
+                            let line = out + y * ow
+                            for x in 0..<lo { line[x] = 0 }
+                            if strideW == 1 {
+                                (line + lo).update(from: inputLine + lo + x0, count: hi - lo)
+                            } else {
+                                for x in lo..<hi { line[x] = inputLine[x * strideW + x0] }
+                            }
+                            for x in hi..<ow { line[x] = 0 }
+                        }
+                    }
                 }
-                let inputLine = plane + iy * width
-                for x in 0..<lo { line[x] = 0 }
-                if strideW == 1 {
-                    if hi > lo { (line + lo).update(from: inputLine + lo + x0, count: hi - lo) }
-                } else {
-                    for x in lo..<hi { line[x] = inputLine[x * strideW + x0] }
+            }
+        }
+    }
+
+    /// The geometry whose forward convolution computes this one's input gradient, when there is one:
+    /// for stride 1 and one group, `dx = conv(dy, flipped filter)` with padding `(K − 1)·dilation −
+    /// pad`. Its GEMM writes the `[C, H·W]` gradient directly, where im2col's adjoint writes a
+    /// `[C·KH·KW, H·W]` column gradient and folds it back with `col2im` — nine times the
+    /// writes for a 3×3 filter.
+    var inputGradientGeometry: Conv2DGeometry? {
+        let transposedPadH = (kernelHeight - 1) * dilationH - padH, transposedPadW = (kernelWidth - 1) * dilationW - padW
+        guard strideH == 1, strideW == 1, groups == 1, !isPointwise, transposedPadH >= 0, transposedPadW >= 0 else { return nil }
+        let transposed = Conv2DGeometry(batch: batch, inChannels: outChannels, height: outHeight, width: outWidth,
+                                        outChannels: inChannels, kernelHeight: kernelHeight, kernelWidth: kernelWidth,
+                                        strideH: 1, strideW: 1, padH: transposedPadH, padW: transposedPadW,
+                                        dilationH: dilationH, dilationW: dilationW, groups: 1)
+        return transposed.outHeight == height && transposed.outWidth == width ? transposed : nil
+    }
+
+    /// The filter of ``inputGradientGeometry``: `[C, O, KH, KW]`, spatially flipped.
+    func flippedFilter(_ filter: UnsafePointer<Float>) -> Tensor {
+        let (o, c, kh, kw) = (outChannels, inChannels, kernelHeight, kernelWidth)
+        return Tensor(shape: [c, o, kh, kw]) { flipped in
+            for oi in 0..<o {
+                for ci in 0..<c {
+                    let source = filter + (oi * c + ci) * kh * kw
+                    let target = flipped.baseAddress! + (ci * o + oi) * kh * kw
+                    for i in 0..<kh { for j in 0..<kw { target[i * kw + j] = source[(kh - 1 - i) * kw + (kw - 1 - j)] } }
                 }
-                for x in hi..<ow { line[x] = 0 }
             }
         }
     }
@@ -181,12 +242,17 @@ extension Tensor {
             }
             if needsInput {
                 KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .inputGradient, m: groupRows, n: spatial, k: groupOut, batch: g.batch * g.groups))
-                if !pointwise { KernelCounters.count(.col2im, flops: g.columnRows * spatial * g.batch) }
+                if !pointwise { KernelCounters.count(g.inputGradientGeometry == nil ? .col2im : .im2col, flops: g.columnRows * spatial * g.batch) }
             }
+            let transposed = needsInput ? g.inputGradientGeometry : nil
+            let flipped = transposed.map { _ in g.flippedFilter(weights.storage.base) }
+            let flippedPointer = flipped.map { SendablePointer($0.storage.base) }
+            let scratchCount = Swift.max(columnCount, transposed.map { $0.columnRows * g.height * g.width } ?? 0)
+            defer { withExtendedLifetime(flipped) {} }
             // Each worker accumulates its own filter gradient; they are summed at the end.
             let partials = Mutex<[Tensor]>([])
             g.forEachImage { images in
-                let scratch = ScratchBuffer(count: columnCount)
+                let scratch = ScratchBuffer(count: scratchCount)
                 let restoredImage = packedInput.map { _ in ScratchBuffer(count: imageSize) }
                 let localFilter: Tensor? = needsFilter ? Tensor.zeros(filterShape) : nil
                 for n in images {
@@ -205,7 +271,11 @@ extension Tensor {
                                        beta: 1, c: localFilter.storage.base + group * groupOut * groupRows)
                         }
                     }
-                    if let dx {
+                    if let dx, let transposed, let flippedPointer {
+                        transposed.im2col(image: dOut, columns: scratch.base)
+                        BLAS.sgemm(transposeA: false, transposeB: false, m: g.inChannels, n: g.height * g.width, k: transposed.columnRows,
+                                   a: flippedPointer.base, b: scratch.base, c: dx.base + n * imageSize)
+                    } else if let dx {
                         let dImage = dx.base + n * g.inChannels * g.height * g.width
                         let target = pointwise ? dImage : scratch.base
                         for group in 0..<g.groups {

@@ -24,7 +24,7 @@ extension Tensor {
             preconditionFailure("matmul batch shapes \(batchA) and \(batchB) (from \(shape) and \(other.shape)) cannot be broadcast")
         }
         let plan = BatchedGEMMPlan(batch: batch, batchA: batchA, batchB: batchB, sizeA: m * k, sizeB: k * n, sizeC: m * n)
-        var result = Tensor.zeros(batch + [m, n])
+        var result = plan.destination(shape: batch + [m, n], strides: plan.stridesC)
         plan.run(operation: "matmul", role: .forward, transposeA: transposeSelf, transposeB: transposeOther,
                  m: m, n: n, k: k, a: storage.base, aStrides: plan.stridesA, b: other.storage.base,
                  bStrides: plan.stridesB, c: result.storage.base, cStrides: plan.stridesC)
@@ -37,7 +37,7 @@ extension Tensor {
             defer { withExtendedLifetime((a, b, g)) {} }
             var gradA: Tensor?, gradB: Tensor?
             if needs[0] {
-                let d = Tensor.zeros(shapeA)
+                let d = plan.destination(shape: shapeA, strides: plan.stridesA)
                 if !transposeSelf {
                     plan.run(operation: "matmul", role: .inputGradient, transposeA: false, transposeB: !transposeOther,
                              m: m, n: k, k: n, a: g.storage.base, aStrides: plan.stridesC, b: b.storage.base,
@@ -50,7 +50,7 @@ extension Tensor {
                 gradA = d
             }
             if needs[1] {
-                let d = Tensor.zeros(shapeB)
+                let d = plan.destination(shape: shapeB, strides: plan.stridesB)
                 if !transposeOther {
                     plan.run(operation: "matmul", role: .weightGradient, transposeA: !transposeSelf, transposeB: false,
                              m: k, n: n, k: m, a: a.storage.base, aStrides: plan.stridesA, b: g.storage.base,
@@ -83,12 +83,22 @@ struct BatchedGEMMPlan: @unchecked Sendable {
         stridesC = Shape.strides(batch).map { $0 * sizeC }
     }
 
-    /// `C[i] (+)= op(A[i])·op(B[i])` for every batch index; `C` must start zeroed.
+    /// Whether a destination with these batch strides is shared by several batches.
+    func accumulates(into cStrides: [Int]) -> Bool { cStrides.contains(0) && batchCount > 1 }
+
+    /// A buffer for `run`'s destination: zeroed only when batches accumulate into it (otherwise BLAS
+    /// overwrites it with `beta = 0`, and zeroing first would write the whole output twice).
+    func destination(shape: [Int], strides: [Int]) -> Tensor {
+        accumulates(into: strides) ? Tensor.zeros(shape) : Tensor(shape: shape) { _ in }
+    }
+
+    /// `C[i] (+)= op(A[i])·op(B[i])` for every batch index; `C` must start zeroed when batches
+    /// accumulate (see ``destination(shape:strides:)``).
     func run(operation: String, role: GEMMRole, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
              a: UnsafeMutablePointer<Float>, aStrides: [Int], b: UnsafeMutablePointer<Float>, bStrides: [Int],
              c: UnsafeMutablePointer<Float>, cStrides: [Int]) {
         KernelCounters.count(gemm: GEMMRecord(operation: operation, role: role, m: m, n: n, k: k, batch: batchCount))
-        let accumulate = cStrides.contains(0) && batchCount > 1
+        let accumulate = accumulates(into: cStrides)
         for index in 0..<batchCount {
             var remaining = index, oa = 0, ob = 0, oc = 0
             for axis in stride(from: batch.count - 1, through: 0, by: -1) {

@@ -12,6 +12,21 @@ extension Tensor {
         KernelCounters.count(.softmax, flops: 4 * count)
         let result = TensorStorage(uninitializedCount: count)
         let source = SendablePointer(storage.base), destination = SendablePointer(result.base)
+        if inner == 1 {
+            // Contiguous rows (the last axis): SIMD passes per row.
+            Parallel.forEachChunk(count: outer, minimumChunk: Swift.max(1, 8192 / Swift.max(extent, 1))) { rows in
+                for row in rows {
+                    let x = source.base + row * extent, y = destination.base + row * extent
+                    if logarithm {
+                        VectorMath.logSoftmax(x, into: y, extent)
+                    } else {
+                        y.update(from: x, count: extent)
+                        VectorMath.softmaxInPlace(y, extent)
+                    }
+                }
+            }
+            return Tensor(shape: shape, storage: result)
+        }
         Parallel.forEachChunk(count: outer * inner, minimumChunk: Swift.max(1, 8192 / Swift.max(extent, 1))) { range in
             for lane in range {
                 let o = lane / inner, i = lane % inner
@@ -44,6 +59,15 @@ extension Tensor {
         let y = result.detached()
         result.recordOperation("softmax", inputs: [self]) { g, _ in
             // dx = y · (g − Σ g·y)
+            if axis == y.rank - 1 {
+                let extent = y.shape[axis], rows = y.count / Swift.max(extent, 1)
+                let dx = Tensor(shape: g.shape) { d in d.baseAddress?.update(from: g.storage.base, count: g.count) }
+                let dp = SendablePointer(dx.storage.base), yp = SendablePointer(y.storage.base)
+                Parallel.forEachChunk(count: rows, minimumChunk: Swift.max(1, 8192 / Swift.max(extent, 1))) { range in
+                    for row in range { VectorMath.softmaxBackwardInPlace(gradient: dp.base + row * extent, output: yp.base + row * extent, extent) }
+                }
+                return [dx]
+            }
             let dot = Tensor.zipElements(g, y, Element.Multiply()).reduceElements(axes: [axis], initial: 0, combine: Element.Add())
             return [Tensor.zipElements(y, Tensor.broadcastElements(g, dot, Element.Subtract()), Element.Multiply())]
         }
