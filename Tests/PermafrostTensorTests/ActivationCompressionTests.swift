@@ -99,6 +99,23 @@ final class ActivationCompressionTests: XCTestCase {
         XCTAssertEqual(exactBytes - allBytes, 4 * 16 * 100 * 2 * 3 - 4 * 8 * 100, accuracy: 64)
     }
 
+    /// Under compression attention keeps no probability matrix: backward recomputes it from q and k,
+    /// so the gradients are bit-for-bit the same and the forward pass keeps `B·H·L·S` floats less.
+    func testCompressionRecomputesAttentionProbabilitiesExactly() throws {
+        var g = PhiloxGenerator(seed: 29)
+        let q = Tensor(randomNormal: [2, 3, 20, 8], generator: &g), k = Tensor(randomNormal: [2, 3, 20, 8], generator: &g)
+        let v = Tensor(randomNormal: [2, 3, 20, 6], generator: &g)
+        for mask in [nil, AttentionMask.causal] {
+            let loss = { (w: [Tensor]) in scaledDotProductAttention(query: w[0], key: w[1], value: w[2], mask: mask).squared().mean() }
+            let (exact, exactBytes) = gradientsAndKeptBytes(.none, weights: [q, k, v], loss)
+            let (recomputed, recomputedBytes) = gradientsAndKeptBytes(.int8, weights: [q, k, v], loss)
+            for index in 0..<3 {
+                XCTAssertEqual(try XCTUnwrap(exact[index]).scalars, try XCTUnwrap(recomputed[index]).scalars)
+            }
+            XCTAssertEqual(exactBytes - recomputedBytes, 2 * 3 * 20 * 20 * 4, accuracy: 64)
+        }
+    }
+
     /// ReLU keeps one bit per element: its gradient is exactly `g · [x > 0]` (sizes that are not a
     /// multiple of 32, zeros, negative zero and NaN included) and it holds 1/32 of its input's bytes.
     func testReLUKeepsAnExactBitMask() throws {

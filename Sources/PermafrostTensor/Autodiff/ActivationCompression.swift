@@ -13,7 +13,8 @@ import Synchronization
 /// matmuls save for their weight gradients in 8 bits (SlimFit quantises some layers' dynamic
 /// activations too): the largest remaining saving, at the price of a rounding error in those
 /// weight gradients (measured in `ActivationCompressionTests`). Backward restores each 8-bit copy
-/// (symmetric, one scale per tensor: max|x|/127).
+/// (symmetric, one scale per tensor: max|x|/127). Under either mode attention keeps no probability
+/// matrix: backward recomputes it, exactly, from the query and key it keeps anyway.
 public enum ActivationCompression: Sendable, Equatable {
     case none
     case int8

@@ -134,9 +134,12 @@ private struct FusedAttention {
     func run(query: Tensor, key: Tensor, value: Tensor, scale: Float) -> Tensor {
         let (l, s, ev) = (queries, keys, valueEmbedding)
         let needsGradient = GradientRecording.isRecording && (query.requiresGradient || key.requiresGradient || value.requiresGradient)
-        // Backward reads the probabilities for every input's gradient, so they are kept whole; the
-        // scores before softmax never exist as a tensor.
-        let kept: Tensor? = needsGradient ? Tensor(shape: batch + [l, s]) { _ in } : nil
+        // Backward reads the probabilities for every input's gradient, so they are normally kept whole
+        // (the scores before softmax never exist as a tensor). Under activation compression they are
+        // recomputed from the query and key instead — exactly, at the cost of one more `q·kᵀ` GEMM:
+        // an `[L, S]` matrix per head is several times the size of `q` and `k` when S > 2E.
+        let recompute = ActivationCompression.current.compressesStaticActivations
+        let kept: Tensor? = needsGradient && !recompute ? Tensor(shape: batch + [l, s]) { _ in } : nil
         var output = Tensor(shape: batch + [l, ev]) { _ in }
         KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .forward, m: l, n: s, k: embedding, batch: batchCount))
         KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .forward, m: l, n: ev, k: s, batch: batchCount))
@@ -151,11 +154,11 @@ private struct FusedAttention {
                 BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: ev, k: s, a: p, b: v.base + index * s * ev, c: o.base + index * l * ev)
             }
         }
-        guard let kept else { return output }
+        guard needsGradient else { return output }
         let plan = self
-        // Each input's gradient needs the other two: keep exactly those.
-        let keptQuery = key.requiresGradient ? query.detached() : nil
-        let keptKey = query.requiresGradient ? key.detached() : nil
+        // Each input's gradient needs the other two (and recomputing the probabilities needs q and k).
+        let keptQuery = key.requiresGradient || recompute ? query.detached() : nil
+        let keptKey = query.requiresGradient || recompute ? key.detached() : nil
         let keptValue = query.requiresGradient || key.requiresGradient ? value.detached() : nil
         output.recordOperation("attention", inputs: [query, key, value]) { g, needs in
             defer { withExtendedLifetime((kept, keptQuery, keptKey, keptValue, g)) {} }
@@ -164,13 +167,14 @@ private struct FusedAttention {
         return output
     }
 
-    private func backward(gradient g: Tensor, needs: [Bool], probabilities: Tensor, query: Tensor?, key: Tensor?, value: Tensor?, scale: Float) -> [Tensor?] {
+    /// `probabilities` nil: recompute them from `query` and `key`, one batch entry at a time.
+    private func backward(gradient g: Tensor, needs: [Bool], probabilities: Tensor?, query: Tensor?, key: Tensor?, value: Tensor?, scale: Float) -> [Tensor?] {
         let (l, s, e, ev) = (queries, keys, embedding, valueEmbedding)
         let needsScores = needs[0] || needs[1]
         let dq: Tensor? = needs[0] ? Tensor(shape: batch + [l, e]) { _ in } : nil
         let dk: Tensor? = needs[1] ? Tensor(shape: batch + [s, e]) { _ in } : nil
         let dv: Tensor? = needs[2] ? Tensor(shape: batch + [s, ev]) { _ in } : nil
-        let p = SendablePointer(probabilities.storage.base), dy = SendablePointer(g.storage.base)
+        let p = probabilities.map { SendablePointer($0.storage.base) }, dy = SendablePointer(g.storage.base)
         let qp = query.map { SendablePointer($0.storage.base) }, kp = key.map { SendablePointer($0.storage.base) }
         let vp = value.map { SendablePointer($0.storage.base) }
         let dqp = dq.map { SendablePointer($0.storage.base) }, dkp = dk.map { SendablePointer($0.storage.base) }
@@ -179,10 +183,19 @@ private struct FusedAttention {
         if needsScores { KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .inputGradient, m: l, n: s, k: ev, batch: batchCount)) }
         if needs[0] { KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .inputGradient, m: l, n: e, k: s, batch: batchCount)) }
         if needs[1] { KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .inputGradient, m: s, n: e, k: l, batch: batchCount)) }
+        if p == nil { KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .forward, m: l, n: s, k: e, batch: batchCount)) }
         forEachRange { range in
             let scores = needsScores ? ScratchBuffer(count: l * s) : nil
+            let recomputed = p == nil ? ScratchBuffer(count: l * s) : nil
             for index in range {
-                let probabilities = p.base + index * l * s, dOut = dy.base + index * l * ev
+                let dOut = dy.base + index * l * ev
+                let probabilities: UnsafeMutablePointer<Float>
+                if let p {
+                    probabilities = p.base + index * l * s
+                } else {
+                    probabilities = recomputed!.base
+                    self.probabilities(index, q: qp!.base, k: kp!.base, scale: scale, into: probabilities)
+                }
                 if let dvp {
                     BLAS.sgemm(transposeA: true, transposeB: false, m: s, n: ev, k: l, a: probabilities, b: dOut, c: dvp.base + index * s * ev)
                 }

@@ -56,8 +56,12 @@ extension Tensor {
         var inputs = [self]
         if let scale { inputs.append(scale) }
         if let shift { inputs.append(shift) }
+        let inputShape = shape
         result.recordOperation(name, inputs: inputs) { g, needs in
-            let input = kept ?? packed!.restored()
+            // A group norm restores an 8-bit input one row at a time, into a per-thread buffer; a
+            // layer norm (whose parameter gradients run down columns) restores it whole.
+            let input = kept ?? (segment == 1 ? packed!.restored() : Tensor.zeros([0]))
+            let rowPacked = kept == nil && segment != 1 ? packed : nil
             let x = SendablePointer(input.storage.base)
             // The raw pointers below borrow these buffers: keep them alive for the whole backward.
             withExtendedLifetime((statistics, input, g)) {}
@@ -110,11 +114,17 @@ extension Tensor {
                 let partial = UnsafeMutablePointer<Float>.allocate(capacity: layout.rows * segments * 2)
                 defer { partial.deallocate() }
                 let sums = SendablePointer(partial)
-                let dx = needsInput ? TensorStorage(uninitializedCount: input.count) : nil
+                let dx = needsInput ? TensorStorage(uninitializedCount: Shape.count(inputShape)) : nil
                 let out = dx.map { SendablePointer($0.base) }
                 Parallel.forEachChunk(count: layout.rows, minimumChunk: Swift.max(1, 16_384 / Swift.max(length, 1))) { range in
+                    let restoredRow = rowPacked.map { _ in ScratchBuffer(count: length) }
                     for row in range {
-                        let p = x.base + row * length, d = gp.base + row * length
+                        var p = x.base + row * length
+                        if let rowPacked, let restoredRow {
+                            rowPacked.restore(row * length..<(row + 1) * length, into: restoredRow.base)
+                            p = restoredRow.base
+                        }
+                        let d = gp.base + row * length
                         let mean = stats.base[2 * row], inverse = stats.base[2 * row + 1]
                         var sumG: Float = 0, sumGX: Float = 0
                         for c in 0..<segments {
@@ -148,7 +158,7 @@ extension Tensor {
                         }
                     }
                 }
-                if let dx { dInput = Tensor(shape: input.shape, storage: dx) }
+                if let dx { dInput = Tensor(shape: inputShape, storage: dx) }
             }
             var gradients: [Tensor?] = [dInput]
             if scale != nil { gradients.append(needsScale ? dScale : nil) }
