@@ -92,6 +92,15 @@ final class OperationGradientTests: XCTestCase {
         assertGradientsMatchFiniteDifferences([smoothInput([4, 2, 3], seed: 18), smoothInput([2, 4, 5], seed: 19)]) { $0[0].permuted([1, 0, 2]).matmul($0[1], transposeSelf: true) }
     }
 
+    func testLinearWithBiasInTheGEMM() {
+        assertGradientsMatchFiniteDifferences([smoothInput([2, 3, 5], seed: 24), smoothInput([4, 5], seed: 25), smoothInput([4], seed: 26)]) {
+            $0[0].linear(weight: $0[1], bias: $0[2])
+        }
+        let x = smoothInput([3, 5], seed: 27), w = smoothInput([4, 5], seed: 28), b = smoothInput([4], seed: 29)
+        let fused = x.linear(weight: w, bias: b).scalars, composed = (x.matmul(w, transposeOther: true) + b).scalars
+        for (a, c) in zip(fused, composed) { XCTAssertEqual(a, c, accuracy: 1e-5) }
+    }
+
     func testConvolution() {
         struct Case { var input: [Int]; var filter: [Int]; var stride = (1, 1); var padding = (0, 0); var dilation = (1, 1); var groups = 1; var bias = true }
         let cases = [

@@ -37,8 +37,7 @@ public final class Linear: Module, Layer {
     public func callAsFunction(_ input: Tensor) -> Tensor {
         precondition(input.shape.last == weight.shape[1],
                      "Linear expects inputs with last axis \(weight.shape[1]), got shape \(input.shape)")
-        let product = input.matmul(weight.value, transposeOther: true)
-        return bias.map { product + $0.value } ?? product
+        return input.linear(weight: weight.value, bias: bias?.value)
     }
 }
 

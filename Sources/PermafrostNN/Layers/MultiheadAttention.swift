@@ -29,9 +29,7 @@ public final class MultiheadAttention: Module {
         let weights = inProjectionWeight.value.split(sizes: [e, e, e], alongAxis: 0)
         let biases = inProjectionBias.map { $0.value.split(sizes: [e, e, e], alongAxis: 0) }
         func project(_ x: Tensor, _ i: Int) -> Tensor {
-            let y = x.matmul(weights[i], transposeOther: true)
-            let biased = biases.map { y + $0[i] } ?? y
-            return biased.reshaped([x.shape[0], x.shape[1], heads, d]).permuted([0, 2, 1, 3])
+            return x.linear(weight: weights[i], bias: biases?[i]).reshaped([x.shape[0], x.shape[1], heads, d]).permuted([0, 2, 1, 3])
         }
         let attended = scaledDotProductAttention(query: project(query, 0), key: project(key, 1), value: project(value, 2), mask: mask)
         let merged = attended.permuted([0, 2, 1, 3]).reshaped([query.shape[0], query.shape[1], e])

@@ -126,3 +126,49 @@ extension Tensor {
         result.node = nil
     }
 }
+
+extension Tensor {
+    /// `self · weightᵀ + bias`, PyTorch's `F.linear`: `self` is `[…, in]`, `weight` `[out, in]`, `bias`
+    /// `[out]`. The bias is written into the output first and the GEMM accumulates onto it
+    /// (`beta = 1`), as `addmm` does — no separate broadcast pass over the output, no second buffer.
+    public func linear(weight: Tensor, bias: Tensor?) -> Tensor {
+        guard let bias else { return matmul(weight, transposeOther: true) }
+        precondition(weight.rank == 2 && rank >= 1 && shape[rank - 1] == weight.shape[1],
+                     "linear: input \(shape) does not match weight \(weight.shape) ([out, in])")
+        precondition(bias.shape == [weight.shape[0]], "linear: bias must be [\(weight.shape[0])], got \(bias.shape)")
+        if rank != 2 {
+            let flat = reshaped([-1, shape[rank - 1]]).linear(weight: weight, bias: bias)
+            return flat.reshaped(Array(shape.dropLast()) + [weight.shape[0]])
+        }
+        let (m, k, n) = (shape[0], shape[1], weight.shape[0])
+        var result = Tensor(shape: [m, n]) { out in
+            guard let base = out.baseAddress else { return }
+            for row in 0..<m { (base + row * n).update(from: bias.storage.base, count: n) }
+        }
+        KernelCounters.count(gemm: GEMMRecord(operation: "linear", role: .forward, m: m, n: n, k: k, batch: 1))
+        BLAS.sgemm(transposeA: false, transposeB: true, m: m, n: n, k: k, a: storage.base, b: weight.storage.base,
+                   beta: 1, c: result.storage.base)
+        let savedInput = SavedWeightInput(self, weightTrains: weight.requiresGradient)
+        let keptWeight = requiresGradient ? weight.detached() : Tensor.zeros([0])
+        result.recordOperation("linear", inputs: [self, weight, bias]) { g, needs in
+            let input = needs[1] ? savedInput.restored() : Tensor.zeros([0])
+            defer { withExtendedLifetime((input, keptWeight, g)) {} }
+            var gradients: [Tensor?] = [nil, nil, nil]
+            if needs[0] {
+                let d = Tensor(shape: [m, k]) { _ in }
+                KernelCounters.count(gemm: GEMMRecord(operation: "linear", role: .inputGradient, m: m, n: k, k: n, batch: 1))
+                BLAS.sgemm(transposeA: false, transposeB: false, m: m, n: k, k: n, a: g.storage.base, b: keptWeight.storage.base, c: d.storage.base)
+                gradients[0] = d
+            }
+            if needs[1] {
+                let d = Tensor(shape: [n, k]) { _ in }
+                KernelCounters.count(gemm: GEMMRecord(operation: "linear", role: .weightGradient, m: n, n: k, k: m, batch: 1))
+                BLAS.sgemm(transposeA: true, transposeB: false, m: n, n: k, k: m, a: g.storage.base, b: input.storage.base, c: d.storage.base)
+                gradients[1] = d
+            }
+            if needs[2] { gradients[2] = g.sum(alongAxes: [0]) }
+            return gradients
+        }
+        return result
+    }
+}
