@@ -196,22 +196,31 @@ extension Tensor {
         let spatial = g.outHeight * g.outWidth
         let result = Tensor(shape: [g.batch, g.outChannels, g.outHeight, g.outWidth]) { _ in }
         let pointwise = g.isPointwise
-        let columnCount = pointwise ? 0 : g.columnRows * spatial
+        let shifted = g.usesRowShiftedColumns
+        let columnCount = shifted ? g.shiftedColumnCount : (pointwise ? 0 : g.columnRows * spatial)
         let groupRows = g.groupColumnRows, groupOut = g.groupOutChannels
         let x = SendablePointer(storage.base), w = SendablePointer(filter.storage.base), y = SendablePointer(result.storage.base)
         let biasPointer = bias.map { SendablePointer($0.storage.base) }
+        let filterRows = shifted ? g.filterByKernelRow(filter.storage.base) : nil
+        let rowsPointer = filterRows.map { SendablePointer($0.storage.base) }
+        defer { withExtendedLifetime(filterRows) {} }
         KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .forward, m: groupOut, n: spatial, k: groupRows, batch: g.batch * groups))
         if !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
         g.forEachImage { images in
             let scratch = ScratchBuffer(count: columnCount)
             for n in images {
                 let image = x.base + n * g.inChannels * g.height * g.width
-                if !pointwise { g.im2col(image: image, columns: scratch.base) }
-                let columns = pointwise ? image : scratch.base
                 let out = y.base + n * g.outChannels * spatial
                 if let biasPointer {
                     for o in 0..<g.outChannels { (out + o * spatial).initialize(repeating: biasPointer.base[o], count: spatial) }
                 }
+                if let rowsPointer {
+                    g.rowShiftedColumns(image: image, columns: scratch.base)
+                    g.multiplyRowShifted(filterRows: rowsPointer.base, columns: scratch.base, into: out, accumulate: biasPointer != nil)
+                    continue
+                }
+                if !pointwise { g.im2col(image: image, columns: scratch.base) }
+                let columns = pointwise ? image : scratch.base
                 for group in 0..<g.groups {
                     BLAS.sgemm(transposeA: false, transposeB: false, m: groupOut, n: spatial, k: groupRows,
                                a: w.base + group * groupOut * groupRows, b: columns + group * groupRows * spatial,
@@ -245,16 +254,23 @@ extension Tensor {
                 if !pointwise { KernelCounters.count(g.inputGradientGeometry == nil ? .col2im : .im2col, flops: g.columnRows * spatial * g.batch) }
             }
             let transposed = needsInput ? g.inputGradientGeometry : nil
-            let flipped = transposed.map { _ in g.flippedFilter(weights.storage.base) }
+            let flipped = transposed.map { t in
+                // The row-shifted path wants the flipped filter regrouped by kernel row.
+                let f = g.flippedFilter(weights.storage.base)
+                return t.usesRowShiftedColumns ? t.filterByKernelRow(f.storage.base) : f
+            }
             let flippedPointer = flipped.map { SendablePointer($0.storage.base) }
-            let scratchCount = Swift.max(columnCount, transposed.map { $0.columnRows * g.height * g.width } ?? 0)
+            let transposedColumns = transposed.map { $0.usesRowShiftedColumns ? $0.shiftedColumnCount : $0.columnRows * g.height * g.width } ?? 0
+            let col2imColumns = needsInput && transposed == nil && !pointwise ? g.columnRows * spatial : 0
+            let scratchCount = Swift.max(needsFilter ? columnCount : 0, transposedColumns, col2imColumns)
+            let filterRowsShape = [g.kernelHeight, g.outChannels, g.inChannels * g.kernelWidth]
             defer { withExtendedLifetime(flipped) {} }
             // Each worker accumulates its own filter gradient; they are summed at the end.
             let partials = Mutex<[Tensor]>([])
             g.forEachImage { images in
                 let scratch = ScratchBuffer(count: scratchCount)
                 let restoredImage = packedInput.map { _ in ScratchBuffer(count: imageSize) }
-                let localFilter: Tensor? = needsFilter ? Tensor.zeros(filterShape) : nil
+                let localFilter: Tensor? = needsFilter ? Tensor.zeros(shifted ? filterRowsShape : filterShape) : nil
                 for n in images {
                     var image = x.base + n * imageSize
                     if let packedInput, let restoredImage {
@@ -262,7 +278,10 @@ extension Tensor {
                         image = restoredImage.base
                     }
                     let dOut = dy.base + n * g.outChannels * spatial
-                    if let localFilter {
+                    if let localFilter, shifted {
+                        g.rowShiftedColumns(image: image, columns: scratch.base)
+                        g.accumulateRowShiftedFilterGradient(outputGradient: dOut, columns: scratch.base, into: localFilter.storage.base)
+                    } else if let localFilter {
                         if !pointwise { g.im2col(image: image, columns: scratch.base) }
                         let columns = pointwise ? image : scratch.base
                         for group in 0..<g.groups {
@@ -271,7 +290,10 @@ extension Tensor {
                                        beta: 1, c: localFilter.storage.base + group * groupOut * groupRows)
                         }
                     }
-                    if let dx, let transposed, let flippedPointer {
+                    if let dx, let transposed, let flippedPointer, transposed.usesRowShiftedColumns {
+                        transposed.rowShiftedColumns(image: dOut, columns: scratch.base)
+                        transposed.multiplyRowShifted(filterRows: flippedPointer.base, columns: scratch.base, into: dx.base + n * imageSize, accumulate: false)
+                    } else if let dx, let transposed, let flippedPointer {
                         transposed.im2col(image: dOut, columns: scratch.base)
                         BLAS.sgemm(transposeA: false, transposeB: false, m: g.inChannels, n: g.height * g.width, k: transposed.columnRows,
                                    a: flippedPointer.base, b: scratch.base, c: dx.base + n * imageSize)
@@ -291,7 +313,11 @@ extension Tensor {
             if let filterGradient {
                 let total = filterGradient.storage.base
                 for partial in partials.withLock({ $0 }) {
-                    partial.withUnsafeBufferPointer { p in for i in 0..<p.count { total[i] += p[i] } }
+                    if shifted {
+                        g.addKernelRowGradient(partial.storage.base, into: total)
+                    } else {
+                        partial.withUnsafeBufferPointer { p in for i in 0..<p.count { total[i] += p[i] } }
+                    }
                 }
             }
             var gradients: [Tensor?] = [inputGradient, filterGradient]

@@ -1,0 +1,102 @@
+/// Row-shifted columns: a cheaper im2col for stride-1 convolutions whose output is as wide as their
+/// input (the 3×3, padding-1 convolutions that make up most of a UNet, and their input gradients).
+///
+/// im2col writes every input element `KH·KW` times. Here only the `KW` horizontal shifts are
+/// materialised, over every padded input row: `columns[(c, kw), r·W + x] = image[c, r − padH,
+/// x + kw·dilationW − padW]` (zero outside the image), `C·KW` rows of `(Ho + (KH − 1)·dilationH)·W`.
+/// Kernel row `kh` then reads the same matrix `kh·dilationH` image rows further on, so the
+/// convolution is `KH` GEMMs with `K = C·KW` over one shared buffer, accumulated into the output:
+/// ≈ 3× fewer bytes written than im2col for a 3×3 filter, and a column matrix that stays in L2.
+extension Conv2DGeometry {
+    /// Stride 1, one group, an output row as wide as an input row, and not a plain 1×1 product.
+    var usesRowShiftedColumns: Bool {
+        strideH == 1 && strideW == 1 && groups == 1 && outWidth == width && !isPointwise
+    }
+
+    /// Padded input rows the shifted columns cover.
+    var shiftedRows: Int { outHeight + (kernelHeight - 1) * dilationH }
+
+    /// Floats in one image's row-shifted column matrix.
+    var shiftedColumnCount: Int { inChannels * kernelWidth * shiftedRows * width }
+
+    /// Fills the row-shifted columns (`[C·KW, shiftedRows·W]`) of one image (`[C, H, W]`).
+    func rowShiftedColumns(image: UnsafePointer<Float>, columns: UnsafeMutablePointer<Float>) {
+        let w = width, rows = shiftedRows, run = rows * w
+        // Padded row r holds input row r − padH.
+        let firstRow = Swift.min(rows, padH), endRow = Swift.max(firstRow, Swift.min(rows, height + padH))
+        for kw in 0..<kernelWidth {
+            let x0 = kw * dilationW - padW
+            let (lo, hi) = validOutputColumns(offset: x0)
+            for c in 0..<inChannels {
+                let out = columns + (c * kernelWidth + kw) * run
+                let plane = image + c * height * w
+                for i in 0..<(firstRow * w) { out[i] = 0 }
+                for i in (endRow * w)..<run { out[i] = 0 }
+                guard endRow > firstRow, hi > lo else {
+                    (out + firstRow * w).update(repeating: 0, count: (endRow - firstRow) * w)
+                    continue
+                }
+                // Output and input rows have the same width: the valid rows are one shifted run of
+                // the plane; the border columns that wrap in from neighbouring rows are cleared after.
+                let start = firstRow * w + lo, end = (endRow - 1) * w + hi
+                (out + start).update(from: plane + (firstRow - padH) * w + lo + x0, count: end - start)
+                if lo > 0 || hi < w {
+                    for r in firstRow..<endRow {
+                        let line = out + r * w
+                        for x in 0..<lo { line[x] = 0 }
+                        for x in hi..<w { line[x] = 0 }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The filter (`[O, C, KH, KW]`) regrouped by kernel row: `[KH, O, C·KW]`.
+    func filterByKernelRow(_ filter: UnsafePointer<Float>) -> Tensor {
+        let (o, c, kh, kw) = (outChannels, inChannels, kernelHeight, kernelWidth)
+        return Tensor(shape: [kh, o, c * kw]) { rows in
+            let base = rows.baseAddress!
+            for i in 0..<kh {
+                for oi in 0..<o {
+                    for ci in 0..<c {
+                        for j in 0..<kw { base[(i * o + oi) * c * kw + ci * kw + j] = filter[((oi * c + ci) * kh + i) * kw + j] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out (+)= filter ∗ image` for one image from its row-shifted columns: `KH` GEMMs.
+    func multiplyRowShifted(filterRows: UnsafePointer<Float>, columns: UnsafePointer<Float>,
+                            into out: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let n = outHeight * width, k = inChannels * kernelWidth
+        for kh in 0..<kernelHeight {
+            BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: k,
+                       a: filterRows + kh * outChannels * k, b: columns + kh * dilationH * width, ldb: shiftedRows * width,
+                       beta: accumulate || kh > 0 ? 1 : 0, c: out)
+        }
+    }
+
+    /// `rows (+)= dOut · columnsᵀ` per kernel row: one image's filter gradient in `[KH, O, C·KW]` layout.
+    func accumulateRowShiftedFilterGradient(outputGradient dOut: UnsafePointer<Float>, columns: UnsafePointer<Float>,
+                                            into rows: UnsafeMutablePointer<Float>) {
+        let n = outHeight * width, k = inChannels * kernelWidth
+        for kh in 0..<kernelHeight {
+            BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: k, k: n,
+                       a: dOut, b: columns + kh * dilationH * width, ldb: shiftedRows * width,
+                       beta: 1, c: rows + kh * outChannels * k)
+        }
+    }
+
+    /// Adds a `[KH, O, C·KW]` filter gradient into the `[O, C, KH, KW]` one.
+    func addKernelRowGradient(_ rows: UnsafePointer<Float>, into filter: UnsafeMutablePointer<Float>) {
+        let (o, c, kh, kw) = (outChannels, inChannels, kernelHeight, kernelWidth)
+        for i in 0..<kh {
+            for oi in 0..<o {
+                for ci in 0..<c {
+                    for j in 0..<kw { filter[((oi * c + ci) * kh + i) * kw + j] += rows[(i * o + oi) * c * kw + ci * kw + j] }
+                }
+            }
+        }
+    }
+}
