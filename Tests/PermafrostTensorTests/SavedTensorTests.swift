@@ -96,4 +96,23 @@ extension SavedTensorTests {
             _ = try XCTUnwrap(b.sum().gradients(withRespectTo: [x])[0])
         }
     }
+
+    /// Where no gradient flows (a frozen prefix), `formSiLU()` works in place without compression too:
+    /// same values as `silu()`, no new buffer, and a shared buffer is still left alone.
+    func testInPlaceSiLUWithoutGradientAllocatesNothing() {
+        var g = PhiloxGenerator(seed: 9)
+        let x = Tensor(randomNormal: [30_000], generator: &g)
+        let expected = (x * 2).silu().scalars
+        var a = x * 2
+        let start = MemoryStatistics.liveBytes
+        a.formSiLU()
+        XCTAssertEqual(MemoryStatistics.liveBytes - start, 0)
+        XCTAssertEqual(a.scalars, expected)
+        XCTAssertFalse(a.requiresGradient)
+        let shared = x * 2
+        var b = shared
+        b.formSiLU()
+        XCTAssertEqual(shared.scalars, (x * 2).scalars)
+        XCTAssertEqual(b.scalars, expected)
+    }
 }

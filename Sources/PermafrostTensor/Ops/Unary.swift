@@ -73,11 +73,17 @@ extension Tensor {
     /// x · sigmoid(x) (also called swish).
     public func silu() -> Tensor { unary("silu", Element.SiLU(), Element.SiLUGradient(), keeps: .input, compressible: true) }
 
-    /// Replaces `self` with `silu(self)`, reusing its buffer when nothing else holds it and
-    /// activation compression is on (the backward pass then reads the 8-bit copy, never the
-    /// Float32 input): one activation less in the forward pass's working set — a norm's fresh
-    /// output, typically. Otherwise the same as `self = silu()`. Gradients are identical either way.
+    /// Replaces `self` with `silu(self)`, reusing its buffer when nothing else holds it and either
+    /// no gradient flows through it (a frozen prefix of the network, or inference) or activation
+    /// compression is on (the backward pass then reads the 8-bit copy, never the Float32 input):
+    /// one activation less in the forward pass's working set — a norm's fresh output, typically.
+    /// Otherwise the same as `self = silu()`. Values and gradients are identical either way.
     public mutating func formSiLU() {
+        if node == nil || !GradientRecording.isRecording, isKnownUniquelyReferenced(&storage) {
+            updateElements(Element.SiLU())
+            node = nil
+            return
+        }
         guard ActivationCompression.current.compressesStaticActivations, node != nil, GradientRecording.isRecording,
               isKnownUniquelyReferenced(&storage) else {
             self = silu()
