@@ -113,11 +113,13 @@ final class OperationGradientTests: XCTestCase {
             // Stride 1 computes the input gradient as a convolution with the flipped filter: unpadded and
             // non-square kernels give it unequal paddings.
             Case(input: [2, 3, 6, 5], filter: [2, 3, 3, 2], padding: (0, 1)),
-            // Row-shifted columns (stride 1, output as wide as the input): unpadded rows, dilated rows,
-            // and padding beyond the kernel (no flipped-filter input gradient; col2im instead).
-            Case(input: [2, 3, 6, 5], filter: [2, 3, 3, 3], padding: (0, 1)),
-            Case(input: [1, 2, 7, 5], filter: [3, 2, 2, 3], padding: (1, 1), dilation: (3, 1)),
-            Case(input: [1, 2, 4, 4], filter: [2, 2, 1, 3], padding: (2, 1), bias: false),
+            // Row-shifted columns (stride 1, output as wide as the input, ≥ 16 channel × kernel
+            // columns): unpadded rows (with enough output channels that the flipped-filter input
+            // gradient is row-shifted too), dilated rows, and padding beyond the kernel (no
+            // flipped-filter input gradient; col2im instead).
+            Case(input: [2, 6, 6, 5], filter: [6, 6, 3, 3], padding: (0, 1)),
+            Case(input: [1, 8, 7, 5], filter: [3, 8, 2, 3], padding: (1, 1), dilation: (3, 1)),
+            Case(input: [1, 16, 4, 4], filter: [2, 16, 1, 3], padding: (2, 1), bias: false),
         ]
         for (i, c) in cases.enumerated() {
             var inputs = [smoothInput(c.input, seed: UInt64(30 + i)), smoothInput(c.filter, seed: UInt64(40 + i), scale: 0.5)]

@@ -150,12 +150,42 @@ struct SignMask {
                 Parallel.forEachChunk(count: wordCount, minimumChunk: 2048) { range in
                     for word in range {
                         let start = word * 32, end = Swift.min(count, start + 32)
+                        if end - start == 32 {
+                            bits.base[word] = SignMask.bits(of: source.base + start)
+                            continue
+                        }
                         var value: UInt32 = 0
                         for i in start..<end where source.base[i] > 0 { value |= 1 << UInt32(i - start) }
                         bits.base[word] = value
                     }
                 }
             }
+        }
+    }
+
+    /// One lane weight per bit of an 8-element group.
+    private static let laneBits = SIMD8<UInt32>(1, 2, 4, 8, 16, 32, 64, 128)
+
+    /// Bit i set where `values[i] > 0`, for 32 values: SIMD compares and a per-group sum of lane
+    /// weights (a bit-by-bit loop branches on every element, and ReLU inputs are a coin toss).
+    @inline(__always)
+    static func bits(of values: UnsafePointer<Float>) -> UInt32 {
+        var word: UInt32 = 0
+        for group in 0..<4 {
+            let v = UnsafeRawPointer(values + 8 * group).loadUnaligned(as: SIMD8<Float>.self)
+            let set = SIMD8<UInt32>(repeating: 0).replacing(with: laneBits, where: v .> 0)
+            word |= set.wrappedSum() << UInt32(8 * group)
+        }
+        return word
+    }
+
+    /// `out[i] = g[i]` where bit i of `word` is set, else 0, for 32 elements: the bit widened to an
+    /// all-ones or all-zeros word ANDs the float's bits (branch-free, and it vectorises).
+    @inline(__always)
+    static func select(_ word: UInt32, from g: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        for i in 0..<32 {
+            let keep = 0 &- ((word >> UInt32(i)) & 1)
+            out[i] = Float(bitPattern: g[i].bitPattern & keep)
         }
     }
 
@@ -173,6 +203,10 @@ struct SignMask {
                         for word in range {
                             let start = word * 32, end = Swift.min(count, start + 32)
                             let value = bits.base[word]
+                            if end - start == 32 {
+                                SignMask.select(value, from: g.base + start, into: result.base + start)
+                                continue
+                            }
                             for i in start..<end { result.base[i] = (value >> UInt32(i - start)) & 1 == 1 ? g.base[i] : 0 }
                         }
                     }

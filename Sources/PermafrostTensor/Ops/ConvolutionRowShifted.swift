@@ -8,9 +8,12 @@
 /// convolution is `KH` GEMMs with `K = C·KW` over one shared buffer, accumulated into the output:
 /// ≈ 3× fewer bytes written than im2col for a 3×3 filter, and a column matrix that stays in L2.
 extension Conv2DGeometry {
-    /// Stride 1, one group, an output row as wide as an input row, and not a plain 1×1 product.
+    /// Stride 1, one group, an output row as wide as an input row, not a plain 1×1 product, and at
+    /// least 16 input channel × kernel column pairs: each of the `KH` GEMMs has `K = C·KW`, and for
+    /// a first layer reading one image channel (K = 3) the output would be read and written three
+    /// times for a few multiply-adds per element, while im2col's matrix is only 9 rows there.
     var usesRowShiftedColumns: Bool {
-        strideH == 1 && strideW == 1 && groups == 1 && outWidth == width && !isPointwise
+        strideH == 1 && strideW == 1 && groups == 1 && outWidth == width && !isPointwise && inChannels * kernelWidth >= 16
     }
 
     /// Padded input rows the shifted columns cover.
