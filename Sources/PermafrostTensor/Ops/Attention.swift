@@ -122,13 +122,7 @@ private struct FusedAttention {
 
     /// Runs `body` over contiguous ranges of batch entries, one per thread.
     func forEachRange(_ body: (Range<Int>) -> Void) {
-        let threads = Swift.min(Parallel.threadCount, batchCount)
-        if threads <= 1 { body(0..<batchCount); return }
-        let per = (batchCount + threads - 1) / threads
-        Parallel.run(threads) { t in
-            let start = t * per, end = Swift.min(batchCount, start + per)
-            if start < end { body(start..<end) }
-        }
+        Parallel.forEachChunk(count: batchCount, minimumChunk: 1, body)
     }
 
     func run(query: Tensor, key: Tensor, value: Tensor, scale: Float) -> Tensor {

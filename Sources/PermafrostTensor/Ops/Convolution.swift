@@ -73,17 +73,7 @@ struct Conv2DGeometry: Sendable {
                             continue
                         }
                         if strideW == 1 && strideH == 1 && ow == width {
-                            // Same width, stride 1: the valid rows are one shifted run of the input
-                            // plane. Copy it in one call, then clear the border columns that wrapped in
-                            // from neighbouring rows (per-row copies of a 28-pixel line cost more in
-                            // call overhead than in bytes).
-                            let start = firstY * ow + lo, end = (endY - 1) * ow + hi
-                            (out + start).update(from: plane + (firstY + y0) * width + lo + x0, count: end - start)
-                            for y in firstY..<endY {
-                                let line = out + y * ow
-                                for x in 0..<lo { line[x] = 0 }
-                                for x in hi..<ow { line[x] = 0 }
-                            }
+                            copyShiftedRows(firstY..<endY, of: plane, rowOffset: y0, columnOffset: x0, validColumns: lo..<hi, into: out)
                             continue
                         }
                         for y in firstY..<endY {
@@ -197,35 +187,24 @@ extension Tensor {
         let result = Tensor(shape: [g.batch, g.outChannels, g.outHeight, g.outWidth]) { _ in }
         let pointwise = g.isPointwise
         let shifted = g.usesRowShiftedColumns
-        let columnCount = shifted ? g.shiftedColumnCount : (pointwise ? 0 : g.columnRows * spatial)
+        let columnCount = g.columnCount
         let groupRows = g.groupColumnRows, groupOut = g.groupOutChannels
-        let x = SendablePointer(storage.base), w = SendablePointer(filter.storage.base), y = SendablePointer(result.storage.base)
+        let x = SendablePointer(storage.base), y = SendablePointer(result.storage.base)
         let biasPointer = bias.map { SendablePointer($0.storage.base) }
-        let filterRows = shifted ? g.filterByKernelRow(filter.storage.base) : nil
-        let rowsPointer = filterRows.map { SendablePointer($0.storage.base) }
-        defer { withExtendedLifetime(filterRows) {} }
+        let prepared = g.preparedFilter(filter.storage.base)
+        let w = SendablePointer(prepared?.storage.base ?? filter.storage.base)
+        defer { withExtendedLifetime((prepared, filter)) {} }
         KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .forward, m: groupOut, n: spatial, k: groupRows, batch: g.batch * groups))
         if !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
         g.forEachImage { images in
             let scratch = ScratchBuffer(count: columnCount)
             for n in images {
-                let image = x.base + n * g.inChannels * g.height * g.width
                 let out = y.base + n * g.outChannels * spatial
                 if let biasPointer {
                     for o in 0..<g.outChannels { (out + o * spatial).initialize(repeating: biasPointer.base[o], count: spatial) }
                 }
-                if let rowsPointer {
-                    g.rowShiftedColumns(image: image, columns: scratch.base)
-                    g.multiplyRowShifted(filterRows: rowsPointer.base, columns: scratch.base, into: out, accumulate: biasPointer != nil)
-                    continue
-                }
-                if !pointwise { g.im2col(image: image, columns: scratch.base) }
-                let columns = pointwise ? image : scratch.base
-                for group in 0..<g.groups {
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: groupOut, n: spatial, k: groupRows,
-                               a: w.base + group * groupOut * groupRows, b: columns + group * groupRows * spatial,
-                               beta: biasPointer == nil ? 0 : 1, c: out + group * groupOut * spatial)
-                }
+                g.convolve(image: x.base + n * g.inChannels * g.height * g.width, filter: w.base, scratch: scratch.base,
+                           into: out, accumulate: biasPointer != nil)
             }
         }
         var output = result
@@ -255,14 +234,12 @@ extension Tensor {
             }
             let transposed = needsInput ? g.inputGradientGeometry : nil
             let flipped = transposed.map { t in
-                // The row-shifted path wants the flipped filter regrouped by kernel row.
                 let f = g.flippedFilter(weights.storage.base)
-                return t.usesRowShiftedColumns ? t.filterByKernelRow(f.storage.base) : f
+                return t.preparedFilter(f.storage.base) ?? f
             }
             let flippedPointer = flipped.map { SendablePointer($0.storage.base) }
-            let transposedColumns = transposed.map { $0.usesRowShiftedColumns ? $0.shiftedColumnCount : $0.columnRows * g.height * g.width } ?? 0
             let col2imColumns = needsInput && transposed == nil && !pointwise ? g.columnRows * spatial : 0
-            let scratchCount = Swift.max(needsFilter ? columnCount : 0, transposedColumns, col2imColumns)
+            let scratchCount = Swift.max(needsFilter ? columnCount : 0, transposed?.columnCount ?? 0, col2imColumns)
             let filterRowsShape = [g.kernelHeight, g.outChannels, g.inChannels * g.kernelWidth]
             defer { withExtendedLifetime(flipped) {} }
             // Each worker accumulates its own filter gradient; they are summed at the end.
@@ -290,13 +267,8 @@ extension Tensor {
                                        beta: 1, c: localFilter.storage.base + group * groupOut * groupRows)
                         }
                     }
-                    if let dx, let transposed, let flippedPointer, transposed.usesRowShiftedColumns {
-                        transposed.rowShiftedColumns(image: dOut, columns: scratch.base)
-                        transposed.multiplyRowShifted(filterRows: flippedPointer.base, columns: scratch.base, into: dx.base + n * imageSize, accumulate: false)
-                    } else if let dx, let transposed, let flippedPointer {
-                        transposed.im2col(image: dOut, columns: scratch.base)
-                        BLAS.sgemm(transposeA: false, transposeB: false, m: g.inChannels, n: g.height * g.width, k: transposed.columnRows,
-                                   a: flippedPointer.base, b: scratch.base, c: dx.base + n * imageSize)
+                    if let dx, let transposed, let flippedPointer {
+                        transposed.convolve(image: dOut, filter: flippedPointer.base, scratch: scratch.base, into: dx.base + n * imageSize, accumulate: false)
                     } else if let dx {
                         let dImage = dx.base + n * g.inChannels * g.height * g.width
                         let target = pointwise ? dImage : scratch.base

@@ -33,24 +33,33 @@ extension Conv2DGeometry {
             for c in 0..<inChannels {
                 let out = columns + (c * kernelWidth + kw) * run
                 let plane = image + c * height * w
-                for i in 0..<(firstRow * w) { out[i] = 0 }
-                for i in (endRow * w)..<run { out[i] = 0 }
+                out.update(repeating: 0, count: firstRow * w)
+                (out + endRow * w).update(repeating: 0, count: run - endRow * w)
                 guard endRow > firstRow, hi > lo else {
                     (out + firstRow * w).update(repeating: 0, count: (endRow - firstRow) * w)
                     continue
                 }
-                // Output and input rows have the same width: the valid rows are one shifted run of
-                // the plane; the border columns that wrap in from neighbouring rows are cleared after.
-                let start = firstRow * w + lo, end = (endRow - 1) * w + hi
-                (out + start).update(from: plane + (firstRow - padH) * w + lo + x0, count: end - start)
-                if lo > 0 || hi < w {
-                    for r in firstRow..<endRow {
-                        let line = out + r * w
-                        for x in 0..<lo { line[x] = 0 }
-                        for x in hi..<w { line[x] = 0 }
-                    }
-                }
+                copyShiftedRows(firstRow..<endRow, of: plane, rowOffset: -padH, columnOffset: x0, validColumns: lo..<hi, into: out)
             }
+        }
+    }
+
+    /// Rows `rows` of a column block whose rows are as wide as the input's (`width`): row `r` is input
+    /// row `r + rowOffset` shifted by `columnOffset`, zero outside `validColumns` (non-empty). One copy
+    /// for the whole run — output and input rows line up — then the border columns that wrapped in
+    /// from neighbouring rows are cleared: per-row copies of a 28-pixel line cost more in call
+    /// overhead than in bytes.
+    @inline(__always)
+    func copyShiftedRows(_ rows: Range<Int>, of plane: UnsafePointer<Float>, rowOffset: Int, columnOffset: Int,
+                         validColumns: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let w = width, (lo, hi) = (validColumns.lowerBound, validColumns.upperBound)
+        let start = rows.lowerBound * w + lo, end = (rows.upperBound - 1) * w + hi
+        (out + start).update(from: plane + (rows.lowerBound + rowOffset) * w + lo + columnOffset, count: end - start)
+        guard lo > 0 || hi < w else { return }
+        for r in rows {
+            let line = out + r * w
+            for x in 0..<lo { line[x] = 0 }
+            for x in hi..<w { line[x] = 0 }
         }
     }
 
@@ -67,6 +76,37 @@ extension Conv2DGeometry {
                 }
             }
         }
+    }
+
+    /// The filter as ``convolve(image:filter:scratch:into:accumulate:)`` reads it: regrouped by kernel
+    /// row for row-shifted columns, nil when the `[O, C/groups, KH, KW]` layout serves as it is.
+    func preparedFilter(_ filter: UnsafePointer<Float>) -> Tensor? {
+        usesRowShiftedColumns ? filterByKernelRow(filter) : nil
+    }
+
+    /// `out (+)= filter ∗ image` for one image (`filter` as ``preparedFilter(_:)`` left it), with
+    /// `scratch` holding ``columnCount`` floats: row-shifted columns and `KH` GEMMs, im2col and one
+    /// GEMM per group, or a 1×1 product straight from the image.
+    func convolve(image: UnsafePointer<Float>, filter: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                  into out: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        if usesRowShiftedColumns {
+            rowShiftedColumns(image: image, columns: scratch)
+            multiplyRowShifted(filterRows: filter, columns: scratch, into: out, accumulate: accumulate)
+            return
+        }
+        let spatial = outHeight * outWidth, groupRows = groupColumnRows, groupOut = groupOutChannels
+        if !isPointwise { im2col(image: image, columns: scratch) }
+        let columns = isPointwise ? image : UnsafePointer(scratch)
+        for group in 0..<groups {
+            BLAS.sgemm(transposeA: false, transposeB: false, m: groupOut, n: spatial, k: groupRows,
+                       a: filter + group * groupOut * groupRows, b: columns + group * groupRows * spatial,
+                       beta: accumulate ? 1 : 0, c: out + group * groupOut * spatial)
+        }
+    }
+
+    /// Floats of scratch one image's ``convolve(image:filter:scratch:into:accumulate:)`` needs.
+    var columnCount: Int {
+        usesRowShiftedColumns ? shiftedColumnCount : (isPointwise ? 0 : columnRows * outHeight * outWidth)
     }
 
     /// `out (+)= filter ∗ image` for one image from its row-shifted columns: `KH` GEMMs.
