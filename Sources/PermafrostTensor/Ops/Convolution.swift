@@ -228,11 +228,11 @@ extension Tensor {
                 KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .weightGradient, m: groupOut, n: groupRows, k: spatial, batch: g.batch * g.groups))
                 if !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
             }
+            let transposed = needsInput ? g.inputGradientGeometry : nil
             if needsInput {
                 KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .inputGradient, m: groupRows, n: spatial, k: groupOut, batch: g.batch * g.groups))
-                if !pointwise { KernelCounters.count(g.inputGradientGeometry == nil ? .col2im : .im2col, flops: g.columnRows * spatial * g.batch) }
+                if !pointwise { KernelCounters.count(transposed == nil ? .col2im : .im2col, flops: g.columnRows * spatial * g.batch) }
             }
-            let transposed = needsInput ? g.inputGradientGeometry : nil
             let flipped = transposed.map { t in
                 let f = g.flippedFilter(weights.storage.base)
                 return t.preparedFilter(f.storage.base) ?? f
