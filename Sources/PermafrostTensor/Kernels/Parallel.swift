@@ -43,9 +43,11 @@ public enum Parallel {
         return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
-    /// BLAS always runs single-threaded inside the engine's own pool (see `BLAS.sgemm`).
+    /// BLAS always runs single-threaded inside the engine's own pool (see `BLAS.sgemm`). The first
+    /// call also checks that OpenBLAS loaded kernels that fit the CPU (``BLASCoreSelection``).
     private static func applyToBLAS(_ threads: Int) {
         #if canImport(CBLAS)
+        _ = BLASCoreSelection.outcome
         openblas_set_num_threads(1)
         #endif
     }

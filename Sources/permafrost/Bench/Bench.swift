@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PermafrostTensor
 
 /// `permafrost bench …`: measurements against the PyTorch peer, taken in the same run.
 struct Bench: ParsableCommand {
@@ -86,6 +87,16 @@ enum BenchPrinter {
         Swift.print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "))
         for row in table { Swift.print(line(row)) }
         Swift.print("ratio = our cost ÷ peer's (time ÷ time, or peer throughput ÷ ours): below 1.0 means Permafrost is faster.")
+        Swift.print(blasKernelsLine)
+    }
+
+    /// Which OpenBLAS kernels ran, and whether Permafrost had to re-select them (see `BLASCoreSelection`).
+    static var blasKernelsLine: String {
+        _ = Parallel.threadCount
+        guard let outcome = BLASCoreSelection.outcome else { return "BLAS: not a dynamic-dispatch OpenBLAS (kernels as built)." }
+        return outcome.reselected
+            ? "OpenBLAS kernels: \(outcome.active) (OpenBLAS detected \(outcome.detected); re-selected from the CPU's features)."
+            : "OpenBLAS kernels: \(outcome.active)."
     }
 
     static func format(_ value: Double) -> String {
