@@ -26,7 +26,7 @@ public final class TransformerEncoderLayer: Module {
 
     /// `[B, S, D]` → `[B, S, D]`, post-norm.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let attended = norm1(x + dropout(attention(query: x, key: x, value: x)))
+        let attended = norm1(x + dropout(attention(x)))
         return norm2(attended + dropout(linear2(dropout(linear1(attended).gelu()))))
     }
 }

@@ -191,6 +191,40 @@ final class OperationGradientTests: XCTestCase {
         }
     }
 
+    /// Packed multi-head self-attention (heads read in place from a `[B, S, 3E]` projection): finite
+    /// differences, with and without a mask broadcast over heads.
+    func testPackedMultiHeadSelfAttention() {
+        let packed = smoothInput([2, 4, 3 * 6], seed: 130)
+        assertGradientsMatchFiniteDifferences([packed]) { multiHeadSelfAttention(packed: $0[0], heads: 3) }
+        let padding = Tensor(shape: [2, 1, 1, 4], scalars: [0, 0, 0, -.infinity, 0, 0, -.infinity, -.infinity])
+        assertGradientsMatchFiniteDifferences([packed]) { multiHeadSelfAttention(packed: $0[0], heads: 2, mask: .additive(padding), scale: 0.4) }
+    }
+
+    /// The packed kernel computes what the split-and-permute composition computes, values and
+    /// gradients, whether it keeps its probabilities or recomputes them (activation compression).
+    func testPackedMultiHeadSelfAttentionMatchesSplitHeads() {
+        let (b, s, e, heads) = (2, 5, 8, 4)
+        let packed = smoothInput([b, s, 3 * e], seed: 131)
+        let mask = Tensor(shape: [b, 1, 1, s], scalars: (0..<(b * s)).map { $0 == 4 || $0 == 8 ? -.infinity : 0 })
+        let seed = smoothInput([b, s, e], seed: 132)
+        func split(_ x: Tensor) -> Tensor {
+            let parts = x.split(sizes: [e, e, e], alongAxis: 2).map { $0.reshaped([b, s, heads, e / heads]).permuted([0, 2, 1, 3]) }
+            let attended = scaledDotProductAttention(query: parts[0], key: parts[1], value: parts[2], mask: .additive(mask))
+            return attended.permuted([0, 2, 1, 3]).reshaped([b, s, e])
+        }
+        for mode in [ActivationCompression.none, .int8] {
+            let (expected, expectedGradient) = ActivationCompression.with(mode) {
+                valueAndGradient(at: [packed.requiringGradient()]) { p in (split(p[0]) * seed).sum() }
+            }
+            let (actual, actualGradient) = ActivationCompression.with(mode) {
+                valueAndGradient(at: [packed.requiringGradient()]) { p in (multiHeadSelfAttention(packed: p[0], heads: heads, mask: .additive(mask)) * seed).sum() }
+            }
+            XCTAssertEqual(actual.scalar, expected.scalar, accuracy: 1e-5, "\(mode)")
+            let difference = zip(actualGradient[0]!.scalars, expectedGradient[0]!.scalars).map { Swift.abs($0 - $1) }.max() ?? .nan
+            XCTAssertLessThan(difference, 1e-5, "\(mode): packed and split-head gradients differ by \(difference)")
+        }
+    }
+
     func testLosses() {
         let prediction = smoothInput([4, 3], seed: 120), target = smoothInput([4, 3], seed: 121)
         assertGradientsMatchFiniteDifferences([prediction, target]) { meanSquaredError($0[0], $0[1]) }

@@ -23,6 +23,15 @@ public final class MultiheadAttention: Module {
         register("out_proj", outProjection)
     }
 
+    /// Self-attention of `x` (`[B, S, E]`): one input projection to a packed `[B, S, 3E]` tensor,
+    /// whose heads the attention kernel reads in place (PyTorch's fast path when query, key and value
+    /// are the same tensor). Same values and gradients as `callAsFunction(query: x, key: x, value: x)`.
+    public func callAsFunction(_ x: Tensor, mask: AttentionMask? = nil) -> Tensor {
+        if case .additive(let bias) = mask, bias.requiresGradient { return callAsFunction(query: x, key: x, value: x, mask: mask) }
+        let packed = x.linear(weight: inProjectionWeight.value, bias: inProjectionBias?.value)
+        return outProjection(multiHeadSelfAttention(packed: packed, heads: heads, mask: mask))
+    }
+
     /// Attention of `query` (`[B, L, E]`) over `key`/`value` (`[B, S, E]`).
     public func callAsFunction(query: Tensor, key: Tensor, value: Tensor, mask: AttentionMask? = nil) -> Tensor {
         let e = embedDimension, d = e / heads

@@ -30,7 +30,7 @@ public func scaledDotProductAttention(
     let embedding = query.shape[query.rank - 1]
     let scale = scale ?? 1 / Float(embedding).squareRoot()
     if let fused = FusedAttention(query: query, key: key, value: value, mask: mask) {
-        return fused.run(query: query, key: key, value: value, scale: scale)
+        return fused.run(query: query, key: key, value: value, packed: false, outputShape: Array(query.shape.dropLast()) + [value.shape[value.rank - 1]], scale: scale)
     }
     var scores = query.matmul(key, transposeOther: true) * scale
     switch mask {
@@ -49,10 +49,72 @@ private func causalBias(queries l: Int, keys s: Int) -> Tensor {
     }
 }
 
-/// The plan of a fused attention: sizes, and the additive mask with its strides over `[batch…, L, S]`.
+/// Multi-head self-attention on a packed projection, as PyTorch's `nn.MultiheadAttention` computes it
+/// when query, key and value are one tensor.
+///
+/// `packed` is `[B, S, 3E]`: the output of the single input projection `x·W_inᵀ + b_in`, with the
+/// queries, keys and values side by side on the last axis (PyTorch's `in_proj_weight` order). Head `h`
+/// of each part is the column slice `h·D ..< (h+1)·D` (D = E / `heads`). The result is the heads'
+/// attention outputs merged back to `[B, S, E]`, ready for the output projection.
+///
+/// Nothing is permuted: every head's GEMMs read `packed` and write the result in place through row
+/// strides, so the four `[B, H, S, D]` head copies (and their gradients) of the composed form never
+/// exist. `mask` broadcasts to `[B, heads, S, S]` and must not need a gradient.
+public func multiHeadSelfAttention(packed: Tensor, heads: Int, mask: AttentionMask? = nil, scale: Float? = nil) -> Tensor {
+    precondition(packed.rank == 3 && heads > 0 && packed.shape[2] % (3 * heads) == 0,
+                 "multi-head self-attention needs a packed [B, S, 3E] projection with E divisible by \(heads) heads, got \(packed.shape)")
+    let (batch, length, embedding) = (packed.shape[0], packed.shape[1], packed.shape[2] / 3)
+    let headSize = embedding / heads
+    guard let plan = FusedAttention(batch: [batch, heads], queries: length, keys: length, embedding: headSize, valueEmbedding: headSize, mask: mask,
+                                    layouts: .packedHeads(length: length, embedding: embedding, heads: heads)) else {
+        preconditionFailure("multi-head self-attention: the mask must broadcast to [\(batch), \(heads), \(length), \(length)] and need no gradient")
+    }
+    return plan.run(query: packed, key: packed, value: packed, packed: true, outputShape: [batch, length, embedding], scale: scale ?? 1 / Float(headSize).squareRoot())
+}
+
+/// Where batch entry `index`'s `[rows, columns]` matrix starts in its buffer, and its row stride.
+///
+/// Entries are numbered `batch·heads + head`, so both a contiguous `[N, rows, columns]` tensor
+/// (one "head") and one part of a packed `[B, S, 3E]` projection (each head a column slice) fit.
+struct MatrixLayout {
+    var heads = 1
+    var batchStride: Int
+    var headStride = 0
+    var rowStride: Int
+    var start = 0
+
+    /// Matrices stored one after another.
+    static func contiguous(rows: Int, columns: Int) -> MatrixLayout { MatrixLayout(batchStride: rows * columns, rowStride: columns) }
+
+    @inline(__always) func offset(_ index: Int) -> Int {
+        heads == 1 ? start + index * batchStride : start + (index / heads) * batchStride + (index % heads) * headStride
+    }
+}
+
+/// The layouts of the four matrices of one attention: query, key, value and output (the output's
+/// gradient shares the output's layout, each input's gradient its input's).
+struct AttentionLayouts {
+    let query: MatrixLayout, key: MatrixLayout, value: MatrixLayout, output: MatrixLayout
+
+    static func contiguous(queries l: Int, keys s: Int, embedding e: Int, valueEmbedding ev: Int) -> AttentionLayouts {
+        AttentionLayouts(query: .contiguous(rows: l, columns: e), key: .contiguous(rows: s, columns: e),
+                         value: .contiguous(rows: s, columns: ev), output: .contiguous(rows: l, columns: ev))
+    }
+
+    /// Heads as column slices of a packed `[B, S, 3E]` projection; the output merged to `[B, S, E]`.
+    static func packedHeads(length s: Int, embedding e: Int, heads: Int) -> AttentionLayouts {
+        let d = e / heads
+        func part(_ index: Int) -> MatrixLayout { MatrixLayout(heads: heads, batchStride: s * 3 * e, headStride: d, rowStride: 3 * e, start: index * e) }
+        return AttentionLayouts(query: part(0), key: part(1), value: part(2),
+                                output: MatrixLayout(heads: heads, batchStride: s * e, headStride: d, rowStride: e))
+    }
+}
+
+/// The plan of a fused attention: sizes, layouts, and the additive mask with its strides over `[batch…, L, S]`.
 private struct FusedAttention {
     let batch: [Int], batchCount: Int
     let queries: Int, keys: Int, embedding: Int, valueEmbedding: Int
+    let layouts: AttentionLayouts
     let bias: Tensor?
     let biasBatchStrides: [Int], biasRowStride: Int, biasColumnStride: Int
     let causal: Bool
@@ -60,11 +122,20 @@ private struct FusedAttention {
     /// nil when the fused kernel does not apply (batch axes differ, or the mask needs a gradient or
     /// does not broadcast to the scores' shape).
     init?(query: Tensor, key: Tensor, value: Tensor, mask: AttentionMask?) {
-        batch = Array(query.shape.dropLast(2))
+        let batch = Array(query.shape.dropLast(2))
         guard Array(key.shape.dropLast(2)) == batch, Array(value.shape.dropLast(2)) == batch else { return nil }
+        let (l, s) = (query.shape[query.rank - 2], key.shape[key.rank - 2])
+        let (e, ev) = (query.shape[query.rank - 1], value.shape[value.rank - 1])
+        self.init(batch: batch, queries: l, keys: s, embedding: e, valueEmbedding: ev, mask: mask,
+                  layouts: .contiguous(queries: l, keys: s, embedding: e, valueEmbedding: ev))
+    }
+
+    init?(batch: [Int], queries: Int, keys: Int, embedding: Int, valueEmbedding: Int, mask: AttentionMask?, layouts: AttentionLayouts) {
+        self.batch = batch
         batchCount = Shape.count(batch)
-        queries = query.shape[query.rank - 2]; keys = key.shape[key.rank - 2]
-        embedding = query.shape[query.rank - 1]; valueEmbedding = value.shape[value.rank - 1]
+        self.queries = queries; self.keys = keys
+        self.embedding = embedding; self.valueEmbedding = valueEmbedding
+        self.layouts = layouts
         var bias: Tensor?
         var causal = false
         switch mask {
@@ -102,7 +173,8 @@ private struct FusedAttention {
     func probabilities(_ index: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, scale: Float, into p: UnsafeMutablePointer<Float>) {
         let (l, s, e) = (queries, keys, embedding)
         BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: s, k: e, alpha: scale,
-                   a: q + index * l * e, b: k + index * s * e, c: p)
+                   a: q + layouts.query.offset(index), lda: layouts.query.rowStride,
+                   b: k + layouts.key.offset(index), ldb: layouts.key.rowStride, c: p)
         let maskBase = bias.map { $0.storage.base + biasOffset(index) }
         for i in 0..<l {
             let row = p + i * s
@@ -125,7 +197,9 @@ private struct FusedAttention {
         Parallel.forEachChunk(count: batchCount, minimumChunk: 1, body)
     }
 
-    func run(query: Tensor, key: Tensor, value: Tensor, scale: Float) -> Tensor {
+    /// The attention of `query`, `key` and `value`, recorded for backward when any of them needs a
+    /// gradient. `packed`: the three are one tensor (read through the layouts), which gets one gradient.
+    func run(query: Tensor, key: Tensor, value: Tensor, packed: Bool, outputShape: [Int], scale: Float) -> Tensor {
         let (l, s, ev) = (queries, keys, valueEmbedding)
         let needsGradient = GradientRecording.isRecording && (query.requiresGradient || key.requiresGradient || value.requiresGradient)
         // Backward reads the probabilities for every input's gradient, so they are normally kept whole
@@ -134,7 +208,7 @@ private struct FusedAttention {
         // an `[L, S]` matrix per head is several times the size of `q` and `k` when S > 2E.
         let recompute = ActivationCompression.current.compressesStaticActivations
         let kept: Tensor? = needsGradient && !recompute ? Tensor(shape: batch + [l, s]) { _ in } : nil
-        var output = Tensor(shape: batch + [l, ev]) { _ in }
+        var output = Tensor(shape: outputShape) { _ in }
         KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .forward, m: l, n: s, k: embedding, batch: batchCount))
         KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .forward, m: l, n: ev, k: s, batch: batchCount))
         KernelCounters.count(.softmax, flops: 4 * batchCount * l * s)
@@ -145,34 +219,54 @@ private struct FusedAttention {
             for index in range {
                 let p = keptPointer.map { $0.base + index * l * s } ?? scratch!.base
                 probabilities(index, q: q.base, k: k.base, scale: scale, into: p)
-                BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: ev, k: s, a: p, b: v.base + index * s * ev, c: o.base + index * l * ev)
+                BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: ev, k: s, a: p,
+                           b: v.base + layouts.value.offset(index), ldb: layouts.value.rowStride,
+                           c: o.base + layouts.output.offset(index), ldc: layouts.output.rowStride)
             }
         }
         guard needsGradient else { return output }
         let plan = self
+        if packed {
+            // One input: its gradient holds all three parts, so backward needs all of it.
+            let keptPacked = query.detached()
+            output.recordOperation("attention", inputs: [query]) { g, _ in
+                defer { withExtendedLifetime((kept, keptPacked, g)) {} }
+                let gradient = Tensor(shape: keptPacked.shape) { _ in }
+                plan.backward(gradient: g, needs: [true, true, true], probabilities: kept, query: keptPacked, key: keptPacked, value: keptPacked,
+                              into: [gradient, gradient, gradient], scale: scale)
+                return [gradient]
+            }
+            return output
+        }
         // Each input's gradient needs the other two (and recomputing the probabilities needs q and k).
         let keptQuery = key.requiresGradient || recompute ? query.detached() : nil
         let keptKey = query.requiresGradient || recompute ? key.detached() : nil
         let keptValue = query.requiresGradient || key.requiresGradient ? value.detached() : nil
+        let (queryShape, keyShape, valueShape) = (query.shape, key.shape, value.shape)
         output.recordOperation("attention", inputs: [query, key, value]) { g, needs in
             defer { withExtendedLifetime((kept, keptQuery, keptKey, keptValue, g)) {} }
-            return plan.backward(gradient: g, needs: needs, probabilities: kept, query: keptQuery, key: keptKey, value: keptValue, scale: scale)
+            let gradients: [Tensor?] = zip(needs, [queryShape, keyShape, valueShape]).map { need, shape in need ? Tensor(shape: shape) { _ in } : nil }
+            plan.backward(gradient: g, needs: needs, probabilities: kept, query: keptQuery, key: keptKey, value: keptValue,
+                          into: gradients, scale: scale)
+            return gradients
         }
         return output
     }
 
-    /// `probabilities` nil: recompute them from `query` and `key`, one batch entry at a time.
-    private func backward(gradient g: Tensor, needs: [Bool], probabilities: Tensor?, query: Tensor?, key: Tensor?, value: Tensor?, scale: Float) -> [Tensor?] {
+    /// Writes the gradients that `needs` asks for into `gradients` (query, key, value; one tensor may
+    /// serve several through the layouts). `probabilities` nil: recompute them from `query` and `key`,
+    /// one batch entry at a time.
+    private func backward(gradient g: Tensor, needs: [Bool], probabilities: Tensor?, query: Tensor?, key: Tensor?, value: Tensor?,
+                          into gradients: [Tensor?], scale: Float) {
         let (l, s, e, ev) = (queries, keys, embedding, valueEmbedding)
         let needsScores = needs[0] || needs[1]
-        let dq: Tensor? = needs[0] ? Tensor(shape: batch + [l, e]) { _ in } : nil
-        let dk: Tensor? = needs[1] ? Tensor(shape: batch + [s, e]) { _ in } : nil
-        let dv: Tensor? = needs[2] ? Tensor(shape: batch + [s, ev]) { _ in } : nil
         let p = probabilities.map { SendablePointer($0.storage.base) }, dy = SendablePointer(g.storage.base)
         let qp = query.map { SendablePointer($0.storage.base) }, kp = key.map { SendablePointer($0.storage.base) }
         let vp = value.map { SendablePointer($0.storage.base) }
-        let dqp = dq.map { SendablePointer($0.storage.base) }, dkp = dk.map { SendablePointer($0.storage.base) }
-        let dvp = dv.map { SendablePointer($0.storage.base) }
+        let dqp = needs[0] ? gradients[0].map { SendablePointer($0.storage.base) } : nil
+        let dkp = needs[1] ? gradients[1].map { SendablePointer($0.storage.base) } : nil
+        let dvp = needs[2] ? gradients[2].map { SendablePointer($0.storage.base) } : nil
+        let layouts = self.layouts
         if needs[2] { KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .inputGradient, m: s, n: ev, k: l, batch: batchCount)) }
         if needsScores { KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .inputGradient, m: l, n: s, k: ev, batch: batchCount)) }
         if needs[0] { KernelCounters.count(gemm: GEMMRecord(operation: "attention", role: .inputGradient, m: l, n: e, k: s, batch: batchCount)) }
@@ -182,7 +276,7 @@ private struct FusedAttention {
             let scores = needsScores ? ScratchBuffer(count: l * s) : nil
             let recomputed = p == nil ? ScratchBuffer(count: l * s) : nil
             for index in range {
-                let dOut = dy.base + index * l * ev
+                let dOut = dy.base + layouts.output.offset(index), dOutStride = layouts.output.rowStride
                 let probabilities: UnsafeMutablePointer<Float>
                 if let p {
                     probabilities = p.base + index * l * s
@@ -191,22 +285,27 @@ private struct FusedAttention {
                     self.probabilities(index, q: qp!.base, k: kp!.base, scale: scale, into: probabilities)
                 }
                 if let dvp {
-                    BLAS.sgemm(transposeA: true, transposeB: false, m: s, n: ev, k: l, a: probabilities, b: dOut, c: dvp.base + index * s * ev)
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: s, n: ev, k: l, a: probabilities, b: dOut, ldb: dOutStride,
+                               c: dvp.base + layouts.value.offset(index), ldc: layouts.value.rowStride)
                 }
                 guard let scores, let vp else { continue }
                 // dP = dO·vᵀ, then dS = P·(dP − Σ dP·P)·scale row by row, in place.
-                BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: s, k: ev, a: dOut, b: vp.base + index * s * ev, c: scores.base)
+                BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: s, k: ev, a: dOut, lda: dOutStride,
+                           b: vp.base + layouts.value.offset(index), ldb: layouts.value.rowStride, c: scores.base)
                 for i in 0..<l {
                     VectorMath.softmaxBackwardInPlace(gradient: scores.base + i * s, output: probabilities + i * s, s, scale: scale)
                 }
                 if let dqp, let kp {
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: e, k: s, a: scores.base, b: kp.base + index * s * e, c: dqp.base + index * l * e)
+                    BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: e, k: s, a: scores.base,
+                               b: kp.base + layouts.key.offset(index), ldb: layouts.key.rowStride,
+                               c: dqp.base + layouts.query.offset(index), ldc: layouts.query.rowStride)
                 }
                 if let dkp, let qp {
-                    BLAS.sgemm(transposeA: true, transposeB: false, m: s, n: e, k: l, a: scores.base, b: qp.base + index * l * e, c: dkp.base + index * s * e)
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: s, n: e, k: l, a: scores.base,
+                               b: qp.base + layouts.query.offset(index), ldb: layouts.query.rowStride,
+                               c: dkp.base + layouts.key.offset(index), ldc: layouts.key.rowStride)
                 }
             }
         }
-        return [dq, dk, dv]
     }
 }
