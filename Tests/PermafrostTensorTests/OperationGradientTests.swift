@@ -101,6 +101,41 @@ final class OperationGradientTests: XCTestCase {
         for (a, c) in zip(fused, composed) { XCTAssertEqual(a, c, accuracy: 1e-5) }
     }
 
+    /// Convolution values against the definition (a direct sum per output), for the im2col layouts
+    /// that have their own code: generic strided, stride-2 phase planes, row-shifted, pointwise.
+    func testConvolutionValuesMatchTheDefinition() {
+        struct Case { var input: [Int]; var filter: [Int]; var stride: (Int, Int); var padding: (Int, Int) }
+        let cases = [
+            Case(input: [2, 3, 8, 6], filter: [4, 3, 3, 3], stride: (2, 2), padding: (1, 1)),
+            Case(input: [1, 2, 6, 8], filter: [3, 2, 4, 4], stride: (2, 2), padding: (1, 1)),
+            Case(input: [1, 2, 7, 7], filter: [3, 2, 3, 3], stride: (2, 2), padding: (1, 1)),
+            Case(input: [1, 2, 7, 6], filter: [2, 2, 3, 2], stride: (2, 3), padding: (1, 0)),
+            Case(input: [1, 6, 5, 5], filter: [2, 6, 3, 3], stride: (1, 1), padding: (1, 1)),
+            Case(input: [2, 3, 4, 4], filter: [2, 3, 1, 1], stride: (1, 1), padding: (0, 0)),
+        ]
+        for (index, c) in cases.enumerated() {
+            let x = smoothInput(c.input, seed: UInt64(70 + index)), w = smoothInput(c.filter, seed: UInt64(80 + index))
+            let y = x.conv2d(filter: w, stride: c.stride, padding: c.padding)
+            let (n, ch, h, wd) = (c.input[0], c.input[1], c.input[2], c.input[3])
+            let (o, kh, kw) = (c.filter[0], c.filter[2], c.filter[3])
+            let (oh, ow) = (y.shape[2], y.shape[3])
+            XCTAssertEqual(oh, (h + 2 * c.padding.0 - kh) / c.stride.0 + 1)
+            XCTAssertEqual(ow, (wd + 2 * c.padding.1 - kw) / c.stride.1 + 1)
+            let (xs, ws, ys) = (x.scalars, w.scalars, y.scalars)
+            var worst: Double = 0
+            for b in 0..<n { for oc in 0..<o { for oy in 0..<oh { for ox in 0..<ow {
+                var sum = 0.0
+                for ic in 0..<ch { for i in 0..<kh { for j in 0..<kw {
+                    let iy = oy * c.stride.0 + i - c.padding.0, ix = ox * c.stride.1 + j - c.padding.1
+                    guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
+                    sum += Double(xs[((b * ch + ic) * h + iy) * wd + ix]) * Double(ws[((oc * ch + ic) * kh + i) * kw + j])
+                } } }
+                worst = max(worst, abs(sum - Double(ys[((b * o + oc) * oh + oy) * ow + ox])))
+            } } } }
+            XCTAssertLessThan(worst, 1e-4, "case \(index): \(c.input) * \(c.filter), stride \(c.stride), padding \(c.padding)")
+        }
+    }
+
     func testConvolution() {
         struct Case { var input: [Int]; var filter: [Int]; var stride = (1, 1); var padding = (0, 0); var dilation = (1, 1); var groups = 1; var bias = true }
         let cases = [
@@ -120,6 +155,11 @@ final class OperationGradientTests: XCTestCase {
             Case(input: [2, 6, 6, 5], filter: [6, 6, 3, 3], padding: (0, 1)),
             Case(input: [1, 8, 7, 5], filter: [3, 8, 2, 3], padding: (1, 1), dilation: (3, 1)),
             Case(input: [1, 16, 4, 4], filter: [2, 16, 1, 3], padding: (2, 1), bias: false),
+            // Stride 2 halving an even input: columns from the four phase planes (3×3 pad 1 as in
+            // downsampling, 4×4 pad 1 with a tap one phase row ahead, 2×2 unpadded).
+            Case(input: [2, 3, 8, 6], filter: [4, 3, 3, 3], stride: (2, 2), padding: (1, 1)),
+            Case(input: [1, 2, 6, 8], filter: [3, 2, 4, 4], stride: (2, 2), padding: (1, 1)),
+            Case(input: [2, 2, 4, 6], filter: [2, 2, 2, 2], stride: (2, 2), bias: false),
         ]
         for (i, c) in cases.enumerated() {
             var inputs = [smoothInput(c.input, seed: UInt64(30 + i)), smoothInput(c.filter, seed: UInt64(40 + i), scale: 0.5)]

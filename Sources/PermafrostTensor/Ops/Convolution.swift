@@ -41,8 +41,20 @@ struct Conv2DGeometry: Sendable {
         }
     }
 
+    /// Stride 2, no dilation, and an output exactly half the (even) input: the downsampling
+    /// convolutions of CNNs and UNets (3×3, padding 1). Their columns come from the input's four
+    /// stride-2 phase planes (``im2colFromPhases(image:columns:)``).
+    var halvesEvenInput: Bool {
+        strideH == 2 && strideW == 2 && dilationH == 1 && dilationW == 1 && height % 2 == 0 && width % 2 == 0
+            && outHeight == height / 2 && outWidth == width / 2
+    }
+
     /// Fills `columns` (`[C·KH·KW, Ho·Wo]`) from one image (`[C, H, W]`).
     func im2col(image: UnsafePointer<Float>, columns: UnsafeMutablePointer<Float>) {
+        if halvesEvenInput {
+            im2colFromPhases(image: image, columns: columns)
+            return
+        }
         let oh = outHeight, ow = outWidth, spatial = oh * ow
         // Valid output ranges per kernel row and column, computed once: integer division per column
         // row cost more than the copying on small images.
@@ -87,6 +99,51 @@ struct Conv2DGeometry: Sendable {
                             }
                             for x in hi..<ow { line[x] = 0 }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col for ``halvesEvenInput`` geometries. Each channel is split once into its four phase
+    /// planes (even/odd rows × even/odd columns, each `[H/2, W/2]`, the output's size); kernel tap
+    /// `(kh, kw)` then reads one phase plane shifted by whole rows and columns, so its column block is
+    /// one contiguous shifted copy (``copyShiftedRows``) instead of a strided gather per output row —
+    /// 14-pixel rows at 28×28, where the per-row loop cost more than the copying.
+    func im2colFromPhases(image: UnsafePointer<Float>, columns: UnsafeMutablePointer<Float>) {
+        let (oh, ow, w) = (outHeight, outWidth, width)
+        let spatial = oh * ow
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * spatial) { buffer in
+            let phases = buffer.baseAddress!
+            var out = columns
+            for c in 0..<inChannels {
+                let plane = image + c * height * w
+                for i in 0..<oh {
+                    let even = plane + 2 * i * w, odd = even + w
+                    let row = i * ow
+                    for j in 0..<ow {
+                        phases[row + j] = even[2 * j]
+                        phases[spatial + row + j] = even[2 * j + 1]
+                        phases[2 * spatial + row + j] = odd[2 * j]
+                        phases[3 * spatial + row + j] = odd[2 * j + 1]
+                    }
+                }
+                for kh in 0..<kernelHeight {
+                    // Input row 2y + kh − pad = 2·(y + rowOffset) + phaseRow.
+                    let ry = kh - padH, phaseRow = ry & 1, rowOffset = (ry - phaseRow) / 2
+                    let firstY = Swift.min(oh, Swift.max(0, -rowOffset)), endY = Swift.max(firstY, Swift.min(oh, oh - rowOffset))
+                    for kw in 0..<kernelWidth {
+                        defer { out += spatial }
+                        let rx = kw - padW, phaseColumn = rx & 1, columnOffset = (rx - phaseColumn) / 2
+                        let lo = Swift.min(ow, Swift.max(0, -columnOffset)), hi = Swift.max(lo, Swift.min(ow, ow - columnOffset))
+                        out.update(repeating: 0, count: firstY * ow)
+                        (out + endY * ow).update(repeating: 0, count: (oh - endY) * ow)
+                        guard endY > firstY, hi > lo else {
+                            (out + firstY * ow).update(repeating: 0, count: (endY - firstY) * ow)
+                            continue
+                        }
+                        Self.copyShiftedRows(firstY..<endY, of: phases + (phaseRow * 2 + phaseColumn) * spatial, width: ow,
+                                             rowOffset: rowOffset, columnOffset: columnOffset, validColumns: lo..<hi, into: out)
                     }
                 }
             }

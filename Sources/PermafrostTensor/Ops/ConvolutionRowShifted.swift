@@ -52,7 +52,15 @@ extension Conv2DGeometry {
     @inline(__always)
     func copyShiftedRows(_ rows: Range<Int>, of plane: UnsafePointer<Float>, rowOffset: Int, columnOffset: Int,
                          validColumns: Range<Int>, into out: UnsafeMutablePointer<Float>) {
-        let w = width, (lo, hi) = (validColumns.lowerBound, validColumns.upperBound)
+        Self.copyShiftedRows(rows, of: plane, width: width, rowOffset: rowOffset, columnOffset: columnOffset, validColumns: validColumns, into: out)
+    }
+
+    /// ``copyShiftedRows(_:of:rowOffset:columnOffset:validColumns:into:)`` for any plane whose rows
+    /// are `width` wide, as the column block's are (a stride-2 phase plane, say).
+    @inline(__always)
+    static func copyShiftedRows(_ rows: Range<Int>, of plane: UnsafePointer<Float>, width w: Int, rowOffset: Int, columnOffset: Int,
+                                validColumns: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let (lo, hi) = (validColumns.lowerBound, validColumns.upperBound)
         let start = rows.lowerBound * w + lo, end = (rows.upperBound - 1) * w + hi
         (out + start).update(from: plane + (rows.lowerBound + rowOffset) * w + lo + columnOffset, count: end - start)
         guard lo > 0 || hi < w else { return }
