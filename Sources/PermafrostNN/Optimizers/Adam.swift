@@ -48,16 +48,11 @@ public final class Adam: Optimizer {
                         parameter.value.withUnsafeMutableBufferPointer { pBuffer in
                             let g = SharedBuffer(gBuffer.baseAddress!), m = SharedBuffer(mBuffer.baseAddress!)
                             let v = SharedBuffer(vBuffer.baseAddress!), p = SharedBuffer(pBuffer.baseAddress!)
+                            let update = AdamUpdate(stepSize: stepSize, beta1: b1, beta2: b2, epsilon: eps, correction2Root: correction2Root,
+                                                    weightDecay: wd, decay: decay, decoupled: decoupled)
                             for range in ranges {
                                 Parallel.forEachChunk(count: range.count, minimumChunk: 65_536) { chunk in
-                                    for i in (range.lowerBound + chunk.lowerBound)..<(range.lowerBound + chunk.upperBound) {
-                                        var d = g[i]
-                                        if decoupled { p[i] *= decay } else if wd != 0 { d += wd * p[i] }
-                                        m[i] += (1 - b1) * (d - m[i]) // torch's lerp for weight < 0.5
-                                        v[i] = v[i] * b2 + (1 - b2) * d * d
-                                        let denominator = v[i].squareRoot() / correction2Root + eps
-                                        p[i] -= stepSize * m[i] / denominator
-                                    }
+                                    update.apply((range.lowerBound + chunk.lowerBound)..<(range.lowerBound + chunk.upperBound), g: g, m: m, v: v, p: p)
                                 }
                             }
                         }
@@ -105,5 +100,47 @@ struct SharedBuffer: @unchecked Sendable {
     subscript(i: Int) -> Float {
         get { base[i] }
         nonmutating set { base[i] = newValue }
+    }
+}
+
+/// One Adam(W) update with its step's coefficients, over a range of the flat buffers.
+///
+/// Sixteen lanes at a time, then a scalar tail: the plain loop stayed scalar (the compiler cannot
+/// rule out that the four buffers overlap, and `sqrt` kept a libm call for its NaN path), which
+/// made the optimizer a visible share of frozen steps, where the arithmetic per step is small.
+/// Each lane does exactly the scalar operations, so the results are identical.
+struct AdamUpdate {
+    let stepSize: Float, beta1: Float, beta2: Float, epsilon: Float, correction2Root: Float
+    let weightDecay: Float, decay: Float, decoupled: Bool
+
+    @inline(__always)
+    func apply(_ range: Range<Int>, g: SharedBuffer, m: SharedBuffer, v: SharedBuffer, p: SharedBuffer) {
+        typealias Lanes = SIMD16<Float>
+        var i = range.lowerBound
+        let end = range.upperBound
+        while i + Lanes.scalarCount <= end {
+            var d = UnsafeRawPointer(g.base + i).loadUnaligned(as: Lanes.self)
+            var pi = UnsafeRawPointer(p.base + i).loadUnaligned(as: Lanes.self)
+            var mi = UnsafeRawPointer(m.base + i).loadUnaligned(as: Lanes.self)
+            var vi = UnsafeRawPointer(v.base + i).loadUnaligned(as: Lanes.self)
+            if decoupled { pi *= decay } else if weightDecay != 0 { d += weightDecay * pi }
+            mi += (1 - beta1) * (d - mi) // torch's lerp for weight < 0.5
+            vi = vi * beta2 + (1 - beta2) * d * d
+            let denominator = vi.squareRoot() / correction2Root + epsilon
+            pi -= stepSize * mi / denominator
+            UnsafeMutableRawPointer(p.base + i).storeBytes(of: pi, as: Lanes.self)
+            UnsafeMutableRawPointer(m.base + i).storeBytes(of: mi, as: Lanes.self)
+            UnsafeMutableRawPointer(v.base + i).storeBytes(of: vi, as: Lanes.self)
+            i += Lanes.scalarCount
+        }
+        while i < end {
+            var d = g[i]
+            if decoupled { p[i] *= decay } else if weightDecay != 0 { d += weightDecay * p[i] }
+            m[i] += (1 - beta1) * (d - m[i])
+            v[i] = v[i] * beta2 + (1 - beta2) * d * d
+            let denominator = v[i].squareRoot() / correction2Root + epsilon
+            p[i] -= stepSize * m[i] / denominator
+            i += 1
+        }
     }
 }
