@@ -116,3 +116,68 @@ extension SavedTensorTests {
         XCTAssertEqual(b.scalars, expected)
     }
 }
+
+extension SavedTensorTests {
+    /// `formReLU()` overwrites a buffer nothing else holds — with or without a gradient flowing —
+    /// gives exactly `relu()`'s values and gradients (zeros, NaN and negative zero included), keeps
+    /// only the bit mask, and leaves a shared buffer alone.
+    func testInPlaceReLUMatchesReLUAndLeavesSharedBuffersAlone() throws {
+        var g = PhiloxGenerator(seed: 10)
+        let count = 30_001
+        var raw = Tensor(randomNormal: [count], generator: &g)
+        raw.withUnsafeMutableBufferPointer { $0[0] = 0; $0[1] = -0.0; $0[2] = .nan; $0[3] = .infinity }
+        let x = raw.requiringGradient()
+        let upstream = Tensor(randomNormal: [count], generator: &g)
+        func run(inPlace: Bool) throws -> (values: [Float], gradient: [Float], kept: Int) {
+            let start = MemoryStatistics.liveBytes
+            var a = x * 2
+            if inPlace { a.formReLU() } else { a = a.relu() }
+            let kept = MemoryStatistics.liveBytes - start
+            let gradient = try XCTUnwrap((a * upstream).sum().gradients(withRespectTo: [x])[0])
+            return (a.scalars, gradient.scalars, kept)
+        }
+        let reference = try run(inPlace: false), inPlace = try run(inPlace: true)
+        XCTAssertEqual(inPlace.values.map(\.bitPattern), reference.values.map(\.bitPattern))
+        XCTAssertEqual(inPlace.gradient.map(\.bitPattern), reference.gradient.map(\.bitPattern))
+        XCTAssertEqual(inPlace.kept, count * 4 + (count + 31) / 32 * 4, accuracy: 64, "the output reuses the input's buffer; only the bit mask is new")
+
+        let shared = x * 2
+        var b = shared
+        b.formReLU()
+        XCTAssertEqual(shared.scalars.map(\.bitPattern), (x * 2).scalars.map(\.bitPattern))
+        XCTAssertEqual(b.scalars.map(\.bitPattern), shared.relu().scalars.map(\.bitPattern))
+
+        // No gradient flowing: in place, nothing allocated, no autodiff node.
+        var c = raw * 2
+        let start = MemoryStatistics.liveBytes
+        c.formReLU()
+        XCTAssertEqual(MemoryStatistics.liveBytes - start, 0)
+        XCTAssertFalse(c.requiresGradient)
+        XCTAssertEqual(c.scalars.map(\.bitPattern), (raw * 2).relu().scalars.map(\.bitPattern))
+    }
+}
+
+extension SavedTensorTests {
+    /// ReLU's backward masks an incoming gradient nothing else holds in place (same buffer, same
+    /// values as the fresh-buffer form) and copies one that is shared.
+    func testReLUMaskOverwritesOnlyAnUnsharedGradient() {
+        var g = PhiloxGenerator(seed: 11)
+        let count = 1_000 * 32 + 7
+        let x = Tensor(randomNormal: [count], generator: &g), upstream = Tensor(randomNormal: [count], generator: &g)
+        let mask = SignMask(positiveIn: x)
+        let expected = mask.masking(upstream).scalars.map(\.bitPattern)
+        XCTAssertEqual(expected, zip(x.scalars, upstream.scalars).map { ($0 > 0 ? $1 : 0).bitPattern })
+
+        var unshared = upstream * 1
+        let buffer = unshared.storage.base
+        let masked = mask.masking(consuming: &unshared)
+        XCTAssertEqual(masked.storage.base, buffer, "an unshared gradient is masked in place")
+        XCTAssertEqual(masked.scalars.map(\.bitPattern), expected)
+
+        var shared = upstream
+        let copy = mask.masking(consuming: &shared)
+        XCTAssertNotEqual(copy.storage.base, upstream.storage.base, "a shared gradient is never overwritten")
+        XCTAssertEqual(copy.scalars.map(\.bitPattern), expected)
+        XCTAssertEqual(upstream.scalars.map(\.bitPattern), shared.scalars.map(\.bitPattern))
+    }
+}

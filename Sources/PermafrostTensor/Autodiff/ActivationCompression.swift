@@ -189,6 +189,30 @@ struct SignMask {
         }
     }
 
+    /// ``masking(_:)`` written over `gradient` itself when nothing else holds its buffer (then no
+    /// new buffer is needed), else into a fresh tensor.
+    func masking(consuming gradient: inout Tensor) -> Tensor {
+        guard isKnownUniquelyReferenced(&gradient.storage) else { return masking(gradient) }
+        precondition(gradient.shape == shape, "mask shape \(shape) does not match gradient \(gradient.shape)")
+        let count = gradient.count, wordCount = (count + 31) / 32
+        let g = SendablePointer(gradient.storage.base)
+        words.withUnsafeBufferPointer { packed in
+            let bits = SendablePointer(UnsafeMutableRawPointer(mutating: packed.baseAddress!).assumingMemoryBound(to: UInt32.self))
+            Parallel.forEachChunk(count: wordCount, minimumChunk: 2048) { range in
+                for word in range {
+                    let start = word * 32, end = Swift.min(count, start + 32)
+                    let value = bits.base[word]
+                    if end - start == 32 {
+                        SignMask.select(value, from: g.base + start, into: g.base + start)
+                        continue
+                    }
+                    for i in start..<end where (value >> UInt32(i - start)) & 1 == 0 { g.base[i] = 0 }
+                }
+            }
+        }
+        return gradient
+    }
+
     /// `gradient` where the mask is set, zero elsewhere.
     func masking(_ gradient: Tensor) -> Tensor {
         precondition(gradient.shape == shape, "mask shape \(shape) does not match gradient \(gradient.shape)")

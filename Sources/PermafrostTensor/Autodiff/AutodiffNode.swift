@@ -10,6 +10,10 @@ final class AutodiffNode: @unchecked Sendable {
     /// when input `i` leads to no trainable leaf: the closure must then skip that input's work and
     /// return `nil` for it. This is where frozen tensors save their backward FLOPs.
     typealias Backward = (_ gradient: Tensor, _ needs: [Bool]) -> [Tensor?]
+    /// A backward that may overwrite the incoming gradient when nothing else holds its buffer
+    /// (checked with `isKnownUniquelyReferenced`): an element-wise mask, say, then needs no new
+    /// buffer of the gradient's size while that gradient is still alive.
+    typealias ConsumingBackward = (_ gradient: inout Tensor, _ needs: [Bool]) -> [Tensor?]
 
     private static let counter = Atomic<Int>(0)
 
@@ -19,7 +23,7 @@ final class AutodiffNode: @unchecked Sendable {
     /// Dropped once it has run: the closure owns the tensors the forward pass saved, so releasing it
     /// frees them while backward is still under way (as PyTorch does without `retain_graph`), which
     /// lowers the step's peak.
-    private(set) var backward: Backward?
+    private(set) var backward: ConsumingBackward?
     /// True after ``releaseSavedTensors()``: the node can no longer pass a gradient on.
     private(set) var isReleased = false
     let outputShape: [Int]
@@ -32,7 +36,11 @@ final class AutodiffNode: @unchecked Sendable {
         outputShape = leafShape
     }
 
-    init(operation: String, inputs: [AutodiffNode?], outputShape: [Int], backward: @escaping Backward) {
+    convenience init(operation: String, inputs: [AutodiffNode?], outputShape: [Int], backward: @escaping Backward) {
+        self.init(operation: operation, inputs: inputs, outputShape: outputShape, consumingGradient: { g, needs in backward(g, needs) })
+    }
+
+    init(operation: String, inputs: [AutodiffNode?], outputShape: [Int], consumingGradient backward: @escaping ConsumingBackward) {
         sequence = Self.counter.wrappingAdd(1, ordering: .relaxed).newValue
         self.operation = operation
         self.inputs = inputs
@@ -70,5 +78,14 @@ extension Tensor {
     ) {
         guard inputs.contains(where: { $0.node != nil }), !GradientRecording.isPaused else { return }
         node = AutodiffNode(operation: operation, inputs: inputs.map(\.node), outputShape: shape, backward: backward)
+    }
+
+    /// ``recordOperation(_:inputs:backward:)`` for a backward that may overwrite the incoming
+    /// gradient in place (see ``AutodiffNode/ConsumingBackward``).
+    mutating func recordConsumingOperation(
+        _ operation: String, inputs: [Tensor], backward: @escaping AutodiffNode.ConsumingBackward
+    ) {
+        guard inputs.contains(where: { $0.node != nil }), !GradientRecording.isPaused else { return }
+        node = AutodiffNode(operation: operation, inputs: inputs.map(\.node), outputShape: shape, consumingGradient: backward)
     }
 }

@@ -38,12 +38,14 @@ func backpropagate(root: Tensor, seed: Tensor, targets: [AutodiffNode], retainGr
     GradientRecording.withoutRecording {
         for node in nodes.reversed() {
             let id = ObjectIdentifier(node)
-            guard leadsToTarget.contains(id), let gradient = gradients.removeValue(forKey: id) else { continue }
+            // Removed from the table, `gradient` is usually the only holder of its buffer, which a
+            // consuming backward (ReLU's mask) may then overwrite instead of allocating another.
+            guard leadsToTarget.contains(id), var gradient = gradients.removeValue(forKey: id) else { continue }
             if targetIDs.contains(id) { results[id] = gradient }
             guard let backward = node.backward else { continue }
             let needs = node.inputs.map { $0.map { leadsToTarget.contains(ObjectIdentifier($0)) } ?? false }
             guard needs.contains(true) else { continue }
-            let inputGradients = backward(gradient, needs)
+            let inputGradients = backward(&gradient, needs)
             if !retainGraph { node.releaseSavedTensors() }
             precondition(inputGradients.count == node.inputs.count, "backward of \(node.operation) returned \(inputGradients.count) gradients for \(node.inputs.count) inputs")
             for (index, input) in node.inputs.enumerated() where needs[index] {

@@ -66,8 +66,29 @@ extension Tensor {
         var result = mapElements(Element.ReLU())
         guard node != nil, GradientRecording.isRecording else { return result }
         let mask = SignMask(positiveIn: result)
-        result.recordOperation("relu", inputs: [self]) { g, _ in [mask.masking(g)] }
+        result.recordConsumingOperation("relu", inputs: [self]) { g, _ in [mask.masking(consuming: &g)] }
         return result
+    }
+
+    /// Replaces `self` with `relu(self)`, overwriting its buffer when nothing else holds it (a
+    /// convolution's or linear layer's fresh output, typically): ReLU's backward reads only the sign
+    /// mask of its output, so the in-place form is exact whether or not a gradient flows, and the
+    /// forward pass keeps one activation less alive. Otherwise the same as `self = relu()`.
+    public mutating func formReLU() {
+        guard isKnownUniquelyReferenced(&storage) else {
+            self = relu()
+            return
+        }
+        updateElements(Element.ReLU())
+        guard node != nil, GradientRecording.isRecording else {
+            node = nil
+            return
+        }
+        // The node records only the input's autodiff node, never its (now overwritten) values.
+        let input = self
+        node = nil
+        let mask = SignMask(positiveIn: self)
+        recordConsumingOperation("relu", inputs: [input]) { g, _ in [mask.masking(consuming: &g)] }
     }
 
     /// x · sigmoid(x) (also called swish).
