@@ -194,8 +194,21 @@ struct SignMask {
     func masking(consuming gradient: inout Tensor) -> Tensor {
         guard isKnownUniquelyReferenced(&gradient.storage) else { return masking(gradient) }
         precondition(gradient.shape == shape, "mask shape \(shape) does not match gradient \(gradient.shape)")
-        let count = gradient.count, wordCount = (count + 31) / 32
-        let g = SendablePointer(gradient.storage.base)
+        apply(to: gradient.storage.base, into: gradient.storage.base, count: gradient.count)
+        return gradient
+    }
+
+    /// `gradient` where the mask is set, zero elsewhere.
+    func masking(_ gradient: Tensor) -> Tensor {
+        precondition(gradient.shape == shape, "mask shape \(shape) does not match gradient \(gradient.shape)")
+        return Tensor(shape: shape) { out in apply(to: gradient.storage.base, into: out.baseAddress!, count: gradient.count) }
+    }
+
+    /// Writes `source` masked into `destination`, which may be `source` itself (each element is read
+    /// before its own slot is written, and by no other).
+    private func apply(to source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int) {
+        let wordCount = (count + 31) / 32
+        let g = SendablePointer(UnsafeMutablePointer(mutating: source)), result = SendablePointer(destination)
         words.withUnsafeBufferPointer { packed in
             let bits = SendablePointer(UnsafeMutableRawPointer(mutating: packed.baseAddress!).assumingMemoryBound(to: UInt32.self))
             Parallel.forEachChunk(count: wordCount, minimumChunk: 2048) { range in
@@ -203,37 +216,10 @@ struct SignMask {
                     let start = word * 32, end = Swift.min(count, start + 32)
                     let value = bits.base[word]
                     if end - start == 32 {
-                        SignMask.select(value, from: g.base + start, into: g.base + start)
+                        SignMask.select(value, from: g.base + start, into: result.base + start)
                         continue
                     }
-                    for i in start..<end where (value >> UInt32(i - start)) & 1 == 0 { g.base[i] = 0 }
-                }
-            }
-        }
-        return gradient
-    }
-
-    /// `gradient` where the mask is set, zero elsewhere.
-    func masking(_ gradient: Tensor) -> Tensor {
-        precondition(gradient.shape == shape, "mask shape \(shape) does not match gradient \(gradient.shape)")
-        let count = gradient.count, wordCount = (count + 31) / 32
-        return gradient.withUnsafeBufferPointer { incoming in
-            words.withUnsafeBufferPointer { packed in
-                let g = SendablePointer(UnsafeMutablePointer(mutating: incoming.baseAddress!))
-                let bits = SendablePointer(UnsafeMutableRawPointer(mutating: packed.baseAddress!).assumingMemoryBound(to: UInt32.self))
-                return Tensor(shape: shape) { out in
-                    let result = SendablePointer(out.baseAddress!)
-                    Parallel.forEachChunk(count: wordCount, minimumChunk: 2048) { range in
-                        for word in range {
-                            let start = word * 32, end = Swift.min(count, start + 32)
-                            let value = bits.base[word]
-                            if end - start == 32 {
-                                SignMask.select(value, from: g.base + start, into: result.base + start)
-                                continue
-                            }
-                            for i in start..<end { result.base[i] = (value >> UInt32(i - start)) & 1 == 1 ? g.base[i] : 0 }
-                        }
-                    }
+                    for i in start..<end { result.base[i] = (value >> UInt32(i - start)) & 1 == 1 ? g.base[i] : 0 }
                 }
             }
         }
