@@ -71,17 +71,9 @@ extension SavedTensorTests {
         let count = 30_000
         let x = Tensor(randomNormal: [count], generator: &g).requiringGradient()
         let upstream = Tensor(randomNormal: [count], generator: &g)
-        func run(inPlace: Bool) throws -> (values: [Float], gradient: [Float], kept: Int) {
-            try ActivationCompression.with(.int8) {
-                let start = MemoryStatistics.liveBytes
-                var a = x * 2
-                if inPlace { a.formSiLU() } else { a = a.silu() }
-                let kept = MemoryStatistics.liveBytes - start
-                let gradient = try XCTUnwrap((a * upstream).sum().gradients(withRespectTo: [x])[0])
-                return (a.scalars, gradient.scalars, kept)
-            }
+        let (reference, inPlace) = try ActivationCompression.with(.int8) {
+            (try activationRun(x, upstream) { $0 = $0.silu() }, try activationRun(x, upstream) { $0.formSiLU() })
         }
-        let reference = try run(inPlace: false), inPlace = try run(inPlace: true)
         XCTAssertEqual(inPlace.values, reference.values)
         XCTAssertEqual(inPlace.gradient, reference.gradient)
         XCTAssertEqual(inPlace.kept, count + count * 4, accuracy: 64, "the output reuses the input's buffer; only the 8-bit copy is new")
@@ -128,15 +120,7 @@ extension SavedTensorTests {
         raw.withUnsafeMutableBufferPointer { $0[0] = 0; $0[1] = -0.0; $0[2] = .nan; $0[3] = .infinity }
         let x = raw.requiringGradient()
         let upstream = Tensor(randomNormal: [count], generator: &g)
-        func run(inPlace: Bool) throws -> (values: [Float], gradient: [Float], kept: Int) {
-            let start = MemoryStatistics.liveBytes
-            var a = x * 2
-            if inPlace { a.formReLU() } else { a = a.relu() }
-            let kept = MemoryStatistics.liveBytes - start
-            let gradient = try XCTUnwrap((a * upstream).sum().gradients(withRespectTo: [x])[0])
-            return (a.scalars, gradient.scalars, kept)
-        }
-        let reference = try run(inPlace: false), inPlace = try run(inPlace: true)
+        let reference = try activationRun(x, upstream) { $0 = $0.relu() }, inPlace = try activationRun(x, upstream) { $0.formReLU() }
         XCTAssertEqual(inPlace.values.map(\.bitPattern), reference.values.map(\.bitPattern))
         XCTAssertEqual(inPlace.gradient.map(\.bitPattern), reference.gradient.map(\.bitPattern))
         XCTAssertEqual(inPlace.kept, count * 4 + (count + 31) / 32 * 4, accuracy: 64, "the output reuses the input's buffer; only the bit mask is new")
@@ -180,4 +164,15 @@ extension SavedTensorTests {
         XCTAssertEqual(copy.scalars.map(\.bitPattern), expected)
         XCTAssertEqual(upstream.scalars.map(\.bitPattern), shared.scalars.map(\.bitPattern))
     }
+}
+
+/// Applies `activate` to `x * 2` (a fresh buffer) and returns the values, the gradient of
+/// `Σ activate(2x)·upstream` with respect to `x`, and the bytes the activation added.
+private func activationRun(_ x: Tensor, _ upstream: Tensor, _ activate: (inout Tensor) -> Void) throws -> (values: [Float], gradient: [Float], kept: Int) {
+    let start = MemoryStatistics.liveBytes
+    var a = x * 2
+    activate(&a)
+    let kept = MemoryStatistics.liveBytes - start
+    let gradient = try XCTUnwrap((a * upstream).sum().gradients(withRespectTo: [x])[0])
+    return (a.scalars, gradient.scalars, kept)
 }

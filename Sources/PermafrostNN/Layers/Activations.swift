@@ -4,6 +4,9 @@ import PermafrostTensor
 public final class ReLU: Module, Layer {
     public override init() { super.init() }
     public func callAsFunction(_ input: Tensor) -> Tensor { input.relu() }
+    /// In place when nothing else holds the buffer (a previous layer's fresh output): exact, since
+    /// ReLU's backward needs only the sign mask of its output.
+    public func apply(to tensor: inout Tensor) { tensor.formReLU() }
 }
 
 public final class SiLU: Module, Layer {

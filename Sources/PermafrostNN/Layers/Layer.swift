@@ -3,6 +3,14 @@ import PermafrostTensor
 /// A module with a single-tensor forward pass, composable in a ``Sequential``.
 public protocol Layer: Module {
     func callAsFunction(_ input: Tensor) -> Tensor
+    /// Replaces `tensor` with this layer's output. ``Sequential`` calls it, so a layer whose
+    /// result can overwrite its input's buffer exactly (ReLU) saves a batch-sized buffer; the
+    /// default is `tensor = self(tensor)`.
+    func apply(to tensor: inout Tensor)
+}
+
+extension Layer {
+    public func apply(to tensor: inout Tensor) { tensor = self(tensor) }
 }
 
 /// Layers applied in order; children are named `0`, `1`, … as in `torch.nn.Sequential`, so
@@ -18,11 +26,7 @@ public final class Sequential: Module, Layer {
 
     public func callAsFunction(_ input: Tensor) -> Tensor {
         var h = input
-        for layer in layers {
-            // ReLU overwrites the previous layer's fresh output in place (exact: its backward needs
-            // only the sign mask): one batch-sized activation less in the forward working set.
-            if layer is ReLU { h.formReLU() } else { h = layer(h) }
-        }
+        for layer in layers { layer.apply(to: &h) }
         return h
     }
 }

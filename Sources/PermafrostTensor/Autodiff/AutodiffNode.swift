@@ -36,11 +36,7 @@ final class AutodiffNode: @unchecked Sendable {
         outputShape = leafShape
     }
 
-    convenience init(operation: String, inputs: [AutodiffNode?], outputShape: [Int], backward: @escaping Backward) {
-        self.init(operation: operation, inputs: inputs, outputShape: outputShape, consumingGradient: { g, needs in backward(g, needs) })
-    }
-
-    init(operation: String, inputs: [AutodiffNode?], outputShape: [Int], consumingGradient backward: @escaping ConsumingBackward) {
+    init(operation: String, inputs: [AutodiffNode?], outputShape: [Int], backward: @escaping ConsumingBackward) {
         sequence = Self.counter.wrappingAdd(1, ordering: .relaxed).newValue
         self.operation = operation
         self.inputs = inputs
@@ -76,8 +72,8 @@ extension Tensor {
     mutating func recordOperation(
         _ operation: String, inputs: [Tensor], backward: @escaping AutodiffNode.Backward
     ) {
-        guard inputs.contains(where: { $0.node != nil }), !GradientRecording.isPaused else { return }
-        node = AutodiffNode(operation: operation, inputs: inputs.map(\.node), outputShape: shape, backward: backward)
+        guard Self.records(inputs) else { return }
+        node = AutodiffNode(operation: operation, inputs: inputs.map(\.node), outputShape: shape) { g, needs in backward(g, needs) }
     }
 
     /// ``recordOperation(_:inputs:backward:)`` for a backward that may overwrite the incoming
@@ -85,7 +81,12 @@ extension Tensor {
     mutating func recordConsumingOperation(
         _ operation: String, inputs: [Tensor], backward: @escaping AutodiffNode.ConsumingBackward
     ) {
-        guard inputs.contains(where: { $0.node != nil }), !GradientRecording.isPaused else { return }
-        node = AutodiffNode(operation: operation, inputs: inputs.map(\.node), outputShape: shape, consumingGradient: backward)
+        guard Self.records(inputs) else { return }
+        node = AutodiffNode(operation: operation, inputs: inputs.map(\.node), outputShape: shape, backward: backward)
+    }
+
+    /// Whether an operation on `inputs` gets a node: some input needs a gradient and recording is on.
+    private static func records(_ inputs: [Tensor]) -> Bool {
+        inputs.contains(where: { $0.node != nil }) && !GradientRecording.isPaused
     }
 }

@@ -64,9 +64,7 @@ extension Tensor {
     /// max(x, 0). Backward keeps one bit per element (where x > 0), not the Float32 input.
     public func relu() -> Tensor {
         var result = mapElements(Element.ReLU())
-        guard node != nil, GradientRecording.isRecording else { return result }
-        let mask = SignMask(positiveIn: result)
-        result.recordConsumingOperation("relu", inputs: [self]) { g, _ in [mask.masking(consuming: &g)] }
+        result.recordReLU(of: self)
         return result
     }
 
@@ -80,13 +78,16 @@ extension Tensor {
             return
         }
         updateElements(Element.ReLU())
-        guard node != nil, GradientRecording.isRecording else {
-            node = nil
-            return
-        }
         // The node records only the input's autodiff node, never its (now overwritten) values.
         let input = self
         node = nil
+        recordReLU(of: input)
+    }
+
+    /// Records `self` (already `relu(input)`) as ReLU of `input`: backward keeps the output's sign
+    /// mask and applies it in the incoming gradient's own buffer when that buffer is unshared.
+    private mutating func recordReLU(of input: Tensor) {
+        guard input.node != nil, GradientRecording.isRecording else { return }
         let mask = SignMask(positiveIn: self)
         recordConsumingOperation("relu", inputs: [input]) { g, _ in [mask.masking(consuming: &g)] }
     }
