@@ -204,17 +204,39 @@ struct SignMask {
         return Tensor(shape: shape) { out in apply(to: gradient.storage.base, into: out.baseAddress!, count: gradient.count) }
     }
 
+    /// Masks the gradient of images `images` (a contiguous block at `gradient`, overwritten): the
+    /// streamed form of ``masking(consuming:)``.
+    func mask(images: Range<Int>, of gradient: UnsafeMutablePointer<Float>) {
+        let perImage = shape.dropFirst().reduce(1, *)
+        apply(to: gradient, into: gradient, elements: (images.lowerBound * perImage)..<(images.upperBound * perImage))
+    }
+
     /// Writes `source` masked into `destination`, which may be `source` itself (each element is read
     /// before its own slot is written, and by no other).
     private func apply(to source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int) {
-        let wordCount = (count + 31) / 32
+        apply(to: source, into: destination, elements: 0..<count)
+    }
+
+    /// ``apply(to:into:count:)`` for mask elements `elements`, whose first sits at `source[0]` and
+    /// `destination[0]`.
+    private func apply(to source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, elements: Range<Int>) {
+        let first = elements.lowerBound, count = elements.count
         let g = SendablePointer(UnsafeMutablePointer(mutating: source)), result = SendablePointer(destination)
         words.withUnsafeBufferPointer { packed in
             let bits = SendablePointer(UnsafeMutableRawPointer(mutating: packed.baseAddress!).assumingMemoryBound(to: UInt32.self))
+            guard first % 32 == 0 else {
+                // A block that does not start on a mask word: bit by bit (only odd image sizes).
+                for i in 0..<count {
+                    let element = first + i
+                    result.base[i] = (bits.base[element / 32] >> UInt32(element % 32)) & 1 == 1 ? g.base[i] : 0
+                }
+                return
+            }
+            let firstWord = first / 32, wordCount = (count + 31) / 32
             Parallel.forEachChunk(count: wordCount, minimumChunk: 2048) { range in
                 for word in range {
                     let start = word * 32, end = Swift.min(count, start + 32)
-                    let value = bits.base[word]
+                    let value = bits.base[firstWord + word]
                     if end - start == 32 {
                         SignMask.select(value, from: g.base + start, into: result.base + start)
                         continue

@@ -35,6 +35,48 @@ func backpropagate(root: Tensor, seed: Tensor, targets: [AutodiffNode], retainGr
 
     var gradients: [ObjectIdentifier: Tensor] = [ObjectIdentifier(rootNode): seed.detached()]
     var results: [ObjectIdentifier: Tensor] = [:]
+    func needs(of node: AutodiffNode) -> [Bool] {
+        node.inputs.map { $0.map { leadsToTarget.contains(ObjectIdentifier($0)) } ?? false }
+    }
+    func accumulate(_ inputGradients: [Tensor?], into node: AutodiffNode) {
+        precondition(inputGradients.count == node.inputs.count, "backward of \(node.operation) returned \(inputGradients.count) gradients for \(node.inputs.count) inputs")
+        for (input, g) in zip(node.inputs, inputGradients) {
+            guard let input, let g, leadsToTarget.contains(ObjectIdentifier(input)) else { continue }
+            precondition(g.shape == input.outputShape,
+                          "backward of \(node.operation) gave gradient shape \(g.shape) for input shape \(input.outputShape)")
+            let inputID = ObjectIdentifier(input)
+            if let existing = gradients[inputID] {
+                gradients[inputID] = existing + g
+            } else {
+                gradients[inputID] = g
+            }
+        }
+    }
+
+    // How many operations pass a gradient to each node: a node with one consumer may take it streamed.
+    let streaming = GradientStreaming.isEnabled
+    var consumerCount: [ObjectIdentifier: Int] = [:]
+    for node in nodes { for case let input? in node.inputs { consumerCount[ObjectIdentifier(input), default: 0] += 1 } }
+    /// The streamed chain headed by `node` (it first, then the nodes it streams into), when `node`
+    /// can take its output gradient in chunks (see StreamedGradient.swift); `nil` otherwise.
+    func streamedChain(into node: AutodiffNode) -> [(node: AutodiffNode, sink: GradientSink)]? {
+        let id = ObjectIdentifier(node)
+        guard let consumer = node.streamingConsumer, !targetIDs.contains(id), consumerCount[id] == 1, gradients[id] == nil else { return nil }
+        let nodeNeeds = needs(of: node)
+        var chain: [(node: AutodiffNode, sink: GradientSink)] = []
+        var sinks: [GradientSink?] = []
+        for (input, need) in zip(node.inputs, nodeNeeds) {
+            if need, let input, let inner = streamedChain(into: input) {
+                sinks.append(inner[0].sink)
+                chain += inner
+            } else {
+                sinks.append(nil)
+            }
+        }
+        guard let sink = consumer(nodeNeeds, sinks) else { return nil }
+        return [(node, sink)] + chain
+    }
+
     GradientRecording.withoutRecording {
         for node in nodes.reversed() {
             let id = ObjectIdentifier(node)
@@ -43,21 +85,25 @@ func backpropagate(root: Tensor, seed: Tensor, targets: [AutodiffNode], retainGr
             guard leadsToTarget.contains(id), var gradient = gradients.removeValue(forKey: id) else { continue }
             if targetIDs.contains(id) { results[id] = gradient }
             guard let backward = node.backward else { continue }
-            let needs = node.inputs.map { $0.map { leadsToTarget.contains(ObjectIdentifier($0)) } ?? false }
-            guard needs.contains(true) else { continue }
-            let inputGradients = backward(&gradient, needs)
-            if !retainGraph { node.releaseSavedTensors() }
-            precondition(inputGradients.count == node.inputs.count, "backward of \(node.operation) returned \(inputGradients.count) gradients for \(node.inputs.count) inputs")
-            for (index, input) in node.inputs.enumerated() where needs[index] {
-                guard let input, let g = inputGradients[index] else { continue }
-                precondition(g.shape == input.outputShape,
-                              "backward of \(node.operation) gave gradient shape \(g.shape) for input shape \(input.outputShape)")
-                let inputID = ObjectIdentifier(input)
-                if let existing = gradients[inputID] {
-                    gradients[inputID] = existing + g
-                } else {
-                    gradients[inputID] = g
+            let nodeNeeds = needs(of: node)
+            guard nodeNeeds.contains(true) else { continue }
+            var sinks = [GradientSink?](repeating: nil, count: node.inputs.count)
+            var streamed: [(node: AutodiffNode, sink: GradientSink)] = []
+            if node.streamsInputGradients, streaming {
+                for (index, input) in node.inputs.enumerated() where nodeNeeds[index] {
+                    guard let input, let chain = streamedChain(into: input) else { continue }
+                    sinks[index] = chain[0].sink
+                    streamed += chain
                 }
+            }
+            let inputGradients = backward(&gradient, nodeNeeds, sinks)
+            if !retainGraph { node.releaseSavedTensors() }
+            accumulate(inputGradients, into: node)
+            // The streamed nodes have seen all their chunks: their parameter gradients are complete.
+            for (streamedNode, sink) in streamed {
+                let finished = sink.finish()
+                if !retainGraph { streamedNode.releaseSavedTensors() }
+                accumulate(finished, into: streamedNode)
             }
         }
     }

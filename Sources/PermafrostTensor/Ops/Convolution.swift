@@ -243,7 +243,6 @@ extension Tensor {
         let spatial = g.outHeight * g.outWidth
         let result = Tensor(shape: [g.batch, g.outChannels, g.outHeight, g.outWidth]) { _ in }
         let pointwise = g.isPointwise
-        let shifted = g.usesRowShiftedColumns
         let columnCount = g.columnCount
         let groupRows = g.groupColumnRows, groupOut = g.groupOutChannels
         let x = SendablePointer(storage.base), y = SendablePointer(result.storage.base)
@@ -269,91 +268,10 @@ extension Tensor {
         // filter keeps no activation alive.
         let savedInput = SavedWeightInput(self, weightTrains: filter.requiresGradient)
         let weights = requiresGradient ? filter.detached() : Tensor.zeros([0])
-        let (inputShape, filterShape) = (shape, filter.shape)
-        output.recordOperation("conv2d", inputs: bias.map { [self, filter, $0] } ?? [self, filter]) { gradient, needs in
-            // An 8-bit input is restored one image at a time, into a per-thread buffer.
-            let packedInput = needs[1] ? savedInput.int8Copy : nil
-            let input = needs[1] && packedInput == nil ? savedInput.restored() : Tensor.zeros([0])
-            let imageSize = g.inChannels * g.height * g.width
-            defer { withExtendedLifetime((input, weights, gradient)) {} }
-            let needsInput = needs[0], needsFilter = needs[1]
-            let inputGradient: Tensor? = needsInput ? Tensor(shape: inputShape) { _ in } : nil
-            let filterGradient: Tensor? = needsFilter ? Tensor.zeros(filterShape) : nil
-            let x = SendablePointer(input.storage.base), w = SendablePointer(weights.storage.base), dy = SendablePointer(gradient.storage.base)
-            let dx = inputGradient.map { SendablePointer($0.storage.base) }
-            if needsFilter {
-                KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .weightGradient, m: groupOut, n: groupRows, k: spatial, batch: g.batch * g.groups))
-                if !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
-            }
-            let transposed = needsInput ? g.inputGradientGeometry : nil
-            if needsInput {
-                KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .inputGradient, m: groupRows, n: spatial, k: groupOut, batch: g.batch * g.groups))
-                if !pointwise { KernelCounters.count(transposed == nil ? .col2im : .im2col, flops: g.columnRows * spatial * g.batch) }
-            }
-            let flipped = transposed.map { t in
-                let f = g.flippedFilter(weights.storage.base)
-                return t.preparedFilter(f.storage.base) ?? f
-            }
-            let flippedPointer = flipped.map { SendablePointer($0.storage.base) }
-            let col2imColumns = needsInput && transposed == nil && !pointwise ? g.columnRows * spatial : 0
-            let scratchCount = Swift.max(needsFilter ? columnCount : 0, transposed?.columnCount ?? 0, col2imColumns)
-            let filterRowsShape = [g.kernelHeight, g.outChannels, g.inChannels * g.kernelWidth]
-            defer { withExtendedLifetime(flipped) {} }
-            // Each worker accumulates its own filter gradient; they are summed at the end.
-            let partials = Mutex<[Tensor]>([])
-            g.forEachImage { images in
-                let scratch = ScratchBuffer(count: scratchCount)
-                let restoredImage = packedInput.map { _ in ScratchBuffer(count: imageSize) }
-                let localFilter: Tensor? = needsFilter ? Tensor.zeros(shifted ? filterRowsShape : filterShape) : nil
-                for n in images {
-                    var image = x.base + n * imageSize
-                    if let packedInput, let restoredImage {
-                        packedInput.restore(n * imageSize..<(n + 1) * imageSize, into: restoredImage.base)
-                        image = restoredImage.base
-                    }
-                    let dOut = dy.base + n * g.outChannels * spatial
-                    if let localFilter, shifted {
-                        g.rowShiftedColumns(image: image, columns: scratch.base)
-                        g.accumulateRowShiftedFilterGradient(outputGradient: dOut, columns: scratch.base, into: localFilter.storage.base)
-                    } else if let localFilter {
-                        if !pointwise { g.im2col(image: image, columns: scratch.base) }
-                        let columns = pointwise ? image : scratch.base
-                        for group in 0..<g.groups {
-                            BLAS.sgemm(transposeA: false, transposeB: true, m: groupOut, n: groupRows, k: spatial,
-                                       a: dOut + group * groupOut * spatial, b: columns + group * groupRows * spatial,
-                                       beta: 1, c: localFilter.storage.base + group * groupOut * groupRows)
-                        }
-                    }
-                    if let dx, let transposed, let flippedPointer {
-                        transposed.convolve(image: dOut, filter: flippedPointer.base, scratch: scratch.base, into: dx.base + n * imageSize, accumulate: false)
-                    } else if let dx {
-                        let dImage = dx.base + n * g.inChannels * g.height * g.width
-                        let target = pointwise ? dImage : scratch.base
-                        for group in 0..<g.groups {
-                            BLAS.sgemm(transposeA: true, transposeB: false, m: groupRows, n: spatial, k: groupOut,
-                                       a: w.base + group * groupOut * groupRows, b: dOut + group * groupOut * spatial,
-                                       c: target + group * groupRows * spatial)
-                        }
-                        if !pointwise { g.col2im(columns: scratch.base, inputGradient: dImage) }
-                    }
-                }
-                if let localFilter { partials.withLock { $0.append(localFilter) } }
-            }
-            if let filterGradient {
-                let total = filterGradient.storage.base
-                for partial in partials.withLock({ $0 }) {
-                    if shifted {
-                        g.addKernelRowGradient(partial.storage.base, into: total)
-                    } else {
-                        partial.withUnsafeBufferPointer { p in for i in 0..<p.count { total[i] += p[i] } }
-                    }
-                }
-            }
-            var gradients: [Tensor?] = [inputGradient, filterGradient]
-            if needs.count == 3 {
-                gradients.append(needs[2] ? gradient.sum(alongAxes: [0, 2, 3]) : nil)
-            }
-            return gradients
+        let pass = ConvolutionBackward(geometry: g, savedInput: savedInput, weights: weights, filterShape: filter.shape)
+        output.recordStreamingOperation("conv2d", inputs: bias.map { [self, filter, $0] } ?? [self, filter],
+                                        streamingConsumer: { needs, _ in pass.streamingConsumer(needs: needs) }) { gradient, needs, sinks in
+            pass.run(gradient: gradient, needs: needs, inputSink: sinks[0])
         }
         return output
     }

@@ -89,7 +89,15 @@ extension Tensor {
     private mutating func recordReLU(of input: Tensor) {
         guard input.node != nil, GradientRecording.isRecording else { return }
         let mask = SignMask(positiveIn: self)
-        recordConsumingOperation("relu", inputs: [input]) { g, _ in [mask.masking(consuming: &g)] }
+        // Streamed, the mask is applied to each chunk and the chunk passed on (StreamedGradient.swift).
+        let streaming: StreamingConsumer = { needs, sinks in
+            guard needs[0], let next = sinks[0] else { return nil }
+            return GradientSink(consume: { images, chunk in
+                mask.mask(images: images, of: chunk)
+                next.consume(images, chunk)
+            }, finish: { [nil] })
+        }
+        recordConsumingOperation("relu", inputs: [input], streamingConsumer: streaming) { g, _ in [mask.masking(consuming: &g)] }
     }
 
     /// x · sigmoid(x) (also called swish).
