@@ -24,6 +24,10 @@ public enum Compression {
         guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw .corrupt("inflateInit failed") }
         defer { inflateEnd(&stream) }
         var output = Data()
+        // A gzip member ends with its uncompressed size (mod 2³²): reserving it up front spares the
+        // doubling growth, whose old and new buffers are both resident at the moment of copying. It is
+        // only a hint (a hostile file may lie), so it is bounded by `limit` and deflate's 1032:1 ratio.
+        if let size = gzipSizeHint(data), size <= limit, size <= 1032 * data.count { output.reserveCapacity(size) }
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         var status: Int32 = Z_OK
         var failure: Failure?
@@ -48,6 +52,13 @@ public enum Compression {
         }
         if let failure { throw failure }
         return output
+    }
+
+    /// The uncompressed size a gzip stream's trailer states, if `data` is one.
+    static func gzipSizeHint(_ data: Data) -> Int? {
+        guard isGzip(data), data.count >= 18 else { return nil }
+        let end = data.endIndex
+        return (1...4).reduce(0) { $0 << 8 | Int(data[end - $1]) }
     }
 
     /// zlib-compresses `data` (for PNG's IDAT).

@@ -213,8 +213,7 @@ struct ClassifierCommand: ParsableCommand {
                 if recent.count > 50 { recent.removeFirst() }
                 bar.update(step + 1, detail: String(format: "loss %.4f", recent.reduce(0, +) / Float(recent.count)))
             }
-            let predicted = model.predict(test.batch(Array(0..<test.count)))
-            let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
+            let accuracy = model.accuracy(on: test)
             try model.save(to: URL(fileURLWithPath: output))
             print(String(format: "test accuracy %.2f%% on %d images (%d classes); saved %@", accuracy * 100, test.count, classes, output))
         }
@@ -296,8 +295,7 @@ extension ClassifierCommand {
                 frozenShare.append(Double(model.frozenParameters().reduce(0) { $0 + $1.parameter.value.count }) / parameterTotal)
                 bar.update(step + 1, detail: String(format: "loss %.4f", result.loss))
             }
-            let predicted = model.predict(test.batch(Array(0..<test.count)))
-            let accuracy = Double(zip(predicted, test.labels).filter { $0 == $1 }.count) / Double(test.count)
+            let accuracy = model.accuracy(on: test)
             let rss = peakResidentMegabytes()
             let summary: [String: Any] = [
                 "scheduler": scheduler, "freeze_budget": scheduler == "slimfit" ? freezeBudget : 0, "compress_activations": compressActivations || compressWeightInputs, "compress_weight_inputs": compressWeightInputs, "head_frozen_by_slimfit": freezeHead,

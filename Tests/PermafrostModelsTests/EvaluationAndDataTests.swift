@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 @testable import PermafrostEval
-import PermafrostIO
+@testable import PermafrostIO
 import PermafrostModels
 import PermafrostTensor
 
@@ -70,6 +70,16 @@ final class DataAndImageTests: XCTestCase {
         try gz.write(to: dir.appendingPathComponent("cut-images-idx3-ubyte.gz"))
         try writeIDX(dir.appendingPathComponent("cut-labels-idx1-ubyte"), magic: 0x801, dims: [3], payload: [1, 2, 3], gzip: false)
         XCTAssertThrowsError(try LabeledImages(directory: dir, split: "cut"))
+        // A trailer that lies about the uncompressed size (the inflater reserves by it): still a
+        // clean error, never a wrong decode or a giant allocation.
+        var lying = try Data(contentsOf: dir.appendingPathComponent("train-images-idx3-ubyte.gz"))
+        XCTAssertEqual(Compression.gzipSizeHint(lying), 16 + pixels.count)
+        lying.replaceSubrange((lying.count - 4)..<lying.count, with: [0xFF, 0xFF, 0xFF, 0x7F])
+        try lying.write(to: dir.appendingPathComponent("lie-images-idx3-ubyte.gz"))
+        try writeIDX(dir.appendingPathComponent("lie-labels-idx1-ubyte"), magic: 0x801, dims: [3], payload: [1, 2, 3], gzip: false)
+        XCTAssertThrowsError(try LabeledImages(directory: dir, split: "lie")) { error in
+            guard case .compression? = error as? DatasetError else { return XCTFail("\(error)") }
+        }
     }
 
     func testShippedDataIsComplete() throws {
@@ -79,6 +89,13 @@ final class DataAndImageTests: XCTestCase {
         XCTAssertEqual(Array(train.labels.prefix(5)), [5, 0, 4, 1, 9])
         let fashion = try LabeledImages(directory: root.appendingPathComponent("fashion-mnist"), split: "t10k")
         XCTAssertEqual(Set(fashion.labels), [1, 7, 8])
+        // Classifying a set batch by batch from its bytes agrees with classifying one Float tensor of
+        // it in other batch sizes (every layer works per image).
+        let classifier = ImageClassifier(classes: 13, seed: 5)
+        let fromBytes = classifier.predict(fashion, batch: 64)
+        XCTAssertEqual(fromBytes, classifier.predict(fashion.batch(Array(0..<fashion.count)), batch: 250))
+        XCTAssertGreaterThan(Set(fromBytes).count, 1)
+        XCTAssertEqual(classifier.accuracy(on: fashion), Double(zip(fromBytes, fashion.labels).filter { $0 == $1 }.count) / Double(fashion.count))
     }
 
     func testPNGIsWellFormed() throws {
