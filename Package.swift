@@ -46,6 +46,11 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .systemLibrary(
+            name: "CDNNL",
+            path: "Sources/CDNNL",
+            providers: [.apt(["libdnnl-dev"])]
+        ),
+        .systemLibrary(
             name: "CMemory",
             path: "Sources/CMemory"
         ),
@@ -58,6 +63,7 @@ let package = Package(
             name: "PermafrostTensor",
             dependencies: [
                 .target(name: "CBLAS", condition: .when(platforms: [.linux])),
+                .target(name: "CDNNL", condition: .when(platforms: [.linux])),
                 .target(name: "CMemory", condition: .when(platforms: [.linux])),
             ],
             swiftSettings: kernelSettings,

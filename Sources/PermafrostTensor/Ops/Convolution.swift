@@ -247,12 +247,20 @@ extension Tensor {
         let groupRows = g.groupColumnRows, groupOut = g.groupOutChannels
         let x = SendablePointer(storage.base), y = SendablePointer(result.storage.base)
         let biasPointer = bias.map { SendablePointer($0.storage.base) }
-        let prepared = g.preparedFilter(filter.storage.base)
-        let w = SendablePointer(prepared?.storage.base ?? filter.storage.base)
-        defer { withExtendedLifetime((prepared, filter)) {} }
         KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .forward, m: groupOut, n: spatial, k: groupRows, batch: g.batch * groups))
-        if !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
-        g.forEachImage { images in
+        #if canImport(CDNNL)
+        let native = !DNNLConvolution.handles(g)
+        if !native {
+            DNNLConvolution.forward(g, input: x.base, filter: filter.storage.base, bias: biasPointer.map { UnsafePointer($0.base) }, output: y.base)
+        }
+        #else
+        let native = true
+        #endif
+        let prepared = native ? g.preparedFilter(filter.storage.base) : nil
+        let w = SendablePointer(prepared?.storage.base ?? filter.storage.base)
+        defer { withExtendedLifetime((prepared, filter, bias)) {} }
+        if native && !pointwise { KernelCounters.count(.im2col, flops: g.columnRows * spatial * g.batch) }
+        if native { g.forEachImage { images in
             let scratch = ScratchBuffer(count: columnCount)
             for n in images {
                 let out = y.base + n * g.outChannels * spatial
@@ -262,7 +270,7 @@ extension Tensor {
                 g.convolve(image: x.base + n * g.inChannels * g.height * g.width, filter: w.base, scratch: scratch.base,
                            into: out, accumulate: biasPointer != nil)
             }
-        }
+        } }
         var output = result
         // The input is needed only for the filter's gradient, the filter only for the input's: a frozen
         // filter keeps no activation alive.

@@ -88,6 +88,7 @@ enum BenchPrinter {
         for row in table { Swift.print(line(row)) }
         Swift.print("ratio = our cost ÷ peer's (time ÷ time, or peer throughput ÷ ours): below 1.0 means Permafrost is faster.")
         Swift.print(blasKernelsLine)
+        Swift.print(ConvolutionKernels.summary)
     }
 
     /// Which OpenBLAS kernels ran, and whether Permafrost had to re-select them (see `BLASCoreSelection`).
