@@ -68,36 +68,41 @@ enum DNNLConvolution {
         return engine != nil
     }()
 
-    /// `out = conv(x, w) + b`, all in the engine's layouts (`NCHW`, `OIHW`, `[O]`).
+    /// `out = conv(x, w) + b`, all in the engine's layouts (`NCHW`, `OIHW`, `[O]`). False (nothing
+    /// written) when oneDNN cannot compile this shape.
     static func forward(_ g: Conv2DGeometry, input x: UnsafePointer<Float>, filter w: UnsafePointer<Float>,
-                        bias b: UnsafePointer<Float>?, output y: UnsafeMutablePointer<Float>) {
+                        bias b: UnsafePointer<Float>?, output y: UnsafeMutablePointer<Float>) -> Bool {
         let (inImage, outImage) = (g.inChannels * g.height * g.width, g.outChannels * g.outHeight * g.outWidth)
         let pointers = SendablePointers(x: x, w: w, b: b, y: y)
+        guard let kernels = kernels(.forward(bias: b != nil), g) else { return false }
         forEachShare(of: g.batch) { slot, images in
-            let kernel = kernel(.forward(bias: b != nil), g, batch: images.count)
+            let kernel = kernels[slot]
             var inputs = [UnsafeRawPointer(pointers.x + images.lowerBound * inImage), UnsafeRawPointer(pointers.w)]
             if let bias = pointers.b { inputs.append(UnsafeRawPointer(bias)) }
             kernel.execute(inputs: inputs, output: UnsafeMutableRawPointer(pointers.y + images.lowerBound * outImage), slot: slot)
         }
+        return true
     }
 
-    /// `dx = convᵀ(dy, w)` (overwritten).
+    /// `dx = convᵀ(dy, w)` (overwritten). False (nothing written) when oneDNN cannot compile it.
     static func backwardData(_ g: Conv2DGeometry, outputGradient dy: UnsafePointer<Float>, filter w: UnsafePointer<Float>,
-                             inputGradient dx: UnsafeMutablePointer<Float>) {
+                             inputGradient dx: UnsafeMutablePointer<Float>) -> Bool {
         let (inImage, outImage) = (g.inChannels * g.height * g.width, g.outChannels * g.outHeight * g.outWidth)
         let pointers = SendablePointers(x: dy, w: w, b: nil, y: dx)
+        guard let kernels = kernels(.backwardData, g) else { return false }
         forEachShare(of: g.batch) { slot, images in
-            let kernel = kernel(.backwardData, g, batch: images.count)
-            kernel.execute(inputs: [UnsafeRawPointer(pointers.x + images.lowerBound * outImage), UnsafeRawPointer(pointers.w)],
-                           output: UnsafeMutableRawPointer(pointers.y + images.lowerBound * inImage), slot: slot)
+            kernels[slot].execute(inputs: [UnsafeRawPointer(pointers.x + images.lowerBound * outImage), UnsafeRawPointer(pointers.w)],
+                                  output: UnsafeMutableRawPointer(pointers.y + images.lowerBound * inImage), slot: slot)
         }
+        return true
     }
 
     /// The filter gradient (`OIHW`, overwritten) from the input and the output gradient.
     /// `input(images, buffer)` gives images `images` of the input: a pointer into a kept tensor, or
     /// `buffer` (room for those images) after restoring an 8-bit copy into it.
     static func backwardWeights(_ g: Conv2DGeometry, input: (Range<Int>, UnsafeMutablePointer<Float>) -> UnsafePointer<Float>,
-                                outputGradient dy: UnsafePointer<Float>, filterGradient dw: UnsafeMutablePointer<Float>) {
+                                outputGradient dy: UnsafePointer<Float>, filterGradient dw: UnsafeMutablePointer<Float>) -> Bool {
+        guard let kernels = kernels(.backwardWeights, g) else { return false }
         let (inImage, outImage) = (g.inChannels * g.height * g.width, g.outChannels * g.outHeight * g.outWidth)
         let filterCount = g.outChannels * g.inChannels * g.kernelHeight * g.kernelWidth
         let shares = shares(of: g.batch)
@@ -109,8 +114,7 @@ enum DNNLConvolution {
                 let images = shares[t]
                 let restoreBuffer = ScratchBuffer(count: images.count * inImage)
                 let x = source.value(images, restoreBuffer.base)
-                let kernel = kernel(.backwardWeights, g, batch: images.count)
-                kernel.execute(inputs: [UnsafeRawPointer(x), UnsafeRawPointer(pointers.x + images.lowerBound * outImage)],
+                kernels[t].execute(inputs: [UnsafeRawPointer(x), UnsafeRawPointer(pointers.x + images.lowerBound * outImage)],
                                output: UnsafeMutableRawPointer(pointers.y + t * filterCount), slot: t)
                 withExtendedLifetime(restoreBuffer) {}
             }
@@ -120,6 +124,18 @@ enum DNNLConvolution {
             let partial = partials.base + t * filterCount
             for i in 0..<filterCount { dw[i] += partial[i] }
         }
+        return true
+    }
+
+    /// The kernels for every share of `g`'s batch, compiled on the calling thread before any runs;
+    /// nil when one of them cannot be.
+    private static func kernels(_ kind: Kind, _ g: Conv2DGeometry) -> [Kernel]? {
+        var resolved: [Kernel] = []
+        for share in shares(of: g.batch) {
+            guard let kernel = kernel(kind, g, batch: share.count) else { return nil }
+            resolved.append(kernel)
+        }
+        return resolved
     }
 
     // MARK: - Shares, engine, kernels
@@ -186,9 +202,10 @@ enum DNNLConvolution {
         var kernelHeight: Int, kernelWidth: Int, strideH: Int, strideW: Int, padH: Int, padW: Int, dilationH: Int, dilationW: Int
     }
 
-    private static let kernels = Mutex<[Key: Kernel]>([:])
+    /// Compiled kernels by shape; `nil` records a shape oneDNN could not compile.
+    private static let kernels = Mutex<[Key: Kernel?]>([:])
 
-    private static func kernel(_ kind: Kind, _ g: Conv2DGeometry, batch: Int) -> Kernel {
+    private static func kernel(_ kind: Kind, _ g: Conv2DGeometry, batch: Int) -> Kernel? {
         let key = Key(kind: kind, batch: batch, inChannels: g.inChannels, height: g.height, width: g.width, outChannels: g.outChannels,
                       kernelHeight: g.kernelHeight, kernelWidth: g.kernelWidth, strideH: g.strideH, strideW: g.strideW,
                       padH: g.padH, padW: g.padW, dilationH: g.dilationH, dilationW: g.dilationW)
@@ -199,7 +216,7 @@ enum DNNLConvolution {
         // Creation runs OpenMP regions too: with a team of one, no OpenMP thread is ever started to
         // spin beside the engine's pool.
         setOpenMPThreads?(1)
-        let made = Kernel(kind, geometry)
+        let made = try? Kernel(kind, geometry)
         return kernels.withLock { table in
             if let existing = table[key] { return existing }
             table[key] = made
@@ -217,6 +234,12 @@ enum DNNLConvolution {
 
     private static func check(_ status: dnnl_status_t, _ what: String) {
         precondition(status == dnnl_success, "oneDNN \(what) failed (status \(status.rawValue))")
+    }
+
+    struct Failure: Error { let what: String; let status: Int32 }
+
+    private static func require(_ status: dnnl_status_t, _ what: String) throws(Failure) {
+        guard status == dnnl_success else { throw Failure(what: what, status: Int32(status.rawValue)) }
     }
 
     /// One compiled primitive for one shape, with the reorders between the engine's layouts and its own.
@@ -239,7 +262,9 @@ enum DNNLConvolution {
         let scratchpad: dnnl_memory_desc_t
         let scratchpadBytes: Int
 
-        init(_ kind: Kind, _ g: Conv2DGeometry) {
+        /// Compiles the primitive; throws (and the engine falls back to its own kernels) where oneDNN
+        /// has no implementation for this shape.
+        init(_ kind: Kind, _ g: Conv2DGeometry) throws(DNNLConvolution.Failure) {
             let engine = DNNLConvolution.engine!
             let (bottom, right) = DNNLConvolution.rightPadding(g)!
             let srcDims: [dnnl_dim_t] = [g.batch, g.inChannels, g.height, g.width].map(dnnl_dim_t.init)
@@ -249,32 +274,32 @@ enum DNNLConvolution {
             let dilates: [dnnl_dim_t] = [dnnl_dim_t(g.dilationH - 1), dnnl_dim_t(g.dilationW - 1)]
             let left: [dnnl_dim_t] = [dnnl_dim_t(g.padH), dnnl_dim_t(g.padW)]
             let rightPad: [dnnl_dim_t] = [dnnl_dim_t(bottom), dnnl_dim_t(right)]
-            func descriptor(_ dims: [dnnl_dim_t], _ tag: dnnl_format_tag_t) -> dnnl_memory_desc_t {
+            func descriptor(_ dims: [dnnl_dim_t], _ tag: dnnl_format_tag_t) throws(DNNLConvolution.Failure) -> dnnl_memory_desc_t {
                 var md = dnnl_memory_desc_t()
-                check(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims, dnnl_f32, tag), "memory descriptor")
+                try require(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dims, dnnl_f32, tag), "memory descriptor")
                 return md
             }
-            var src = descriptor(srcDims, dnnl_nchw), weights = descriptor(weightDims, dnnl_oihw), dst = descriptor(dstDims, dnnl_nchw)
-            var srcAny = descriptor(srcDims, dnnl_format_tag_any), weightsAny = descriptor(weightDims, dnnl_format_tag_any)
-            var dstAny = descriptor(dstDims, dnnl_format_tag_any)
-            var bias = descriptor([dnnl_dim_t(g.outChannels)], dnnl_x)
+            let src = try descriptor(srcDims, dnnl_nchw), weights = try descriptor(weightDims, dnnl_oihw), dst = try descriptor(dstDims, dnnl_nchw)
+            var srcAny = try descriptor(srcDims, dnnl_format_tag_any), weightsAny = try descriptor(weightDims, dnnl_format_tag_any)
+            var dstAny = try descriptor(dstDims, dnnl_format_tag_any)
+            var bias = try descriptor([dnnl_dim_t(g.outChannels)], dnnl_x)
 
             var attributes: dnnl_primitive_attr_t?
-            check(dnnl_primitive_attr_create(&attributes), "attributes")
-            check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
+            try require(dnnl_primitive_attr_create(&attributes), "attributes")
+            try require(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
             defer { dnnl_primitive_attr_destroy(attributes) }
 
-            func forwardDescriptor(withBias: Bool) -> dnnl_primitive_desc_t {
+            func forwardDescriptor(withBias: Bool) throws(DNNLConvolution.Failure) -> dnnl_primitive_desc_t {
                 var desc = dnnl_convolution_desc_t()
                 if withBias {
-                    check(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct, &srcAny, &weightsAny,
+                    try require(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct, &srcAny, &weightsAny,
                                                                      &bias, &dstAny, strides, dilates, left, rightPad), "convolution descriptor")
                 } else {
-                    check(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct, &srcAny, &weightsAny,
+                    try require(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct, &srcAny, &weightsAny,
                                                                      nil, &dstAny, strides, dilates, left, rightPad), "convolution descriptor")
                 }
                 var pd: dnnl_primitive_desc_t?
-                check(dnnl_primitive_desc_create(&pd, &desc, attributes, engine, nil), "convolution primitive descriptor")
+                try require(dnnl_primitive_desc_create(&pd, &desc, attributes, engine, nil), "convolution primitive descriptor")
                 return pd!
             }
             var pd: dnnl_primitive_desc_t
@@ -282,39 +307,39 @@ enum DNNLConvolution {
             defer { if let hint { dnnl_primitive_desc_destroy(hint) } }
             switch kind {
             case .forward(let withBias):
-                pd = forwardDescriptor(withBias: withBias)
+                pd = try forwardDescriptor(withBias: withBias)
             case .backwardData:
-                hint = forwardDescriptor(withBias: false)
+                hint = try forwardDescriptor(withBias: false)
                 var desc = dnnl_convolution_desc_t()
-                check(dnnl_dilated_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &srcAny, &weightsAny, &dstAny,
+                try require(dnnl_dilated_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &srcAny, &weightsAny, &dstAny,
                                                                        strides, dilates, left, rightPad), "backward-data descriptor")
                 var made: dnnl_primitive_desc_t?
-                check(dnnl_primitive_desc_create(&made, &desc, attributes, engine, hint), "backward-data primitive descriptor")
+                try require(dnnl_primitive_desc_create(&made, &desc, attributes, engine, hint), "backward-data primitive descriptor")
                 pd = made!
             case .backwardWeights:
-                hint = forwardDescriptor(withBias: false)
+                hint = try forwardDescriptor(withBias: false)
                 var desc = dnnl_convolution_desc_t()
-                check(dnnl_dilated_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &srcAny, &weightsAny, nil, &dstAny,
+                try require(dnnl_dilated_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &srcAny, &weightsAny, nil, &dstAny,
                                                                           strides, dilates, left, rightPad), "backward-weights descriptor")
                 var made: dnnl_primitive_desc_t?
-                check(dnnl_primitive_desc_create(&made, &desc, attributes, engine, hint), "backward-weights primitive descriptor")
+                try require(dnnl_primitive_desc_create(&made, &desc, attributes, engine, hint), "backward-weights primitive descriptor")
                 pd = made!
             }
             defer { dnnl_primitive_desc_destroy(pd) }
             func queried(_ what: dnnl_query_t, index: Int32 = 0) -> dnnl_memory_desc_t { dnnl_primitive_desc_query_md(pd, what, index).pointee }
-            func operand(_ argument: Int32, plain: dnnl_memory_desc_t, kernelLayout: dnnl_memory_desc_t, isInput: Bool) -> Operand {
+            func operand(_ argument: Int32, plain: dnnl_memory_desc_t, kernelLayout: dnnl_memory_desc_t, isInput: Bool) throws(DNNLConvolution.Failure) -> Operand {
                 var (plain, kernelLayout) = (plain, kernelLayout)
                 var reorder: dnnl_primitive_t?
                 var reorderScratchpad = dnnl_memory_desc_t()
                 if dnnl_memory_desc_equal(&plain, &kernelLayout) == 0 {
                     var rpd: dnnl_primitive_desc_t?
                     if isInput {
-                        check(dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, &kernelLayout, engine, attributes), "reorder")
+                        try require(dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, &kernelLayout, engine, attributes), "reorder")
                     } else {
-                        check(dnnl_reorder_primitive_desc_create(&rpd, &kernelLayout, engine, &plain, engine, attributes), "reorder")
+                        try require(dnnl_reorder_primitive_desc_create(&rpd, &kernelLayout, engine, &plain, engine, attributes), "reorder")
                     }
                     reorderScratchpad = dnnl_primitive_desc_query_md(rpd, dnnl_query_scratchpad_md, 0).pointee
-                    check(dnnl_primitive_create(&reorder, rpd), "reorder primitive")
+                    try require(dnnl_primitive_create(&reorder, rpd), "reorder primitive")
                     dnnl_primitive_desc_destroy(rpd)
                 }
                 return Operand(argument: argument, plain: plain, kernelLayout: kernelLayout, reorder: reorder,
@@ -323,25 +348,24 @@ enum DNNLConvolution {
             }
             switch kind {
             case .forward(let withBias):
-                inputs = [operand(Int32(DNNL_ARG_SRC), plain: src, kernelLayout: queried(dnnl_query_src_md), isInput: true),
-                          operand(Int32(DNNL_ARG_WEIGHTS), plain: weights, kernelLayout: queried(dnnl_query_weights_md), isInput: true)]
-                    + (withBias ? [operand(Int32(DNNL_ARG_BIAS), plain: bias, kernelLayout: queried(dnnl_query_weights_md, index: 1), isInput: true)] : [])
-                output = operand(Int32(DNNL_ARG_DST), plain: dst, kernelLayout: queried(dnnl_query_dst_md), isInput: false)
+                inputs = [try operand(Int32(DNNL_ARG_SRC), plain: src, kernelLayout: queried(dnnl_query_src_md), isInput: true),
+                          try operand(Int32(DNNL_ARG_WEIGHTS), plain: weights, kernelLayout: queried(dnnl_query_weights_md), isInput: true)]
+                    + (withBias ? [try operand(Int32(DNNL_ARG_BIAS), plain: bias, kernelLayout: queried(dnnl_query_weights_md, index: 1), isInput: true)] : [])
+                output = try operand(Int32(DNNL_ARG_DST), plain: dst, kernelLayout: queried(dnnl_query_dst_md), isInput: false)
             case .backwardData:
-                inputs = [operand(Int32(DNNL_ARG_DIFF_DST), plain: dst, kernelLayout: queried(dnnl_query_diff_dst_md), isInput: true),
-                          operand(Int32(DNNL_ARG_WEIGHTS), plain: weights, kernelLayout: queried(dnnl_query_weights_md), isInput: true)]
-                output = operand(Int32(DNNL_ARG_DIFF_SRC), plain: src, kernelLayout: queried(dnnl_query_diff_src_md), isInput: false)
+                inputs = [try operand(Int32(DNNL_ARG_DIFF_DST), plain: dst, kernelLayout: queried(dnnl_query_diff_dst_md), isInput: true),
+                          try operand(Int32(DNNL_ARG_WEIGHTS), plain: weights, kernelLayout: queried(dnnl_query_weights_md), isInput: true)]
+                output = try operand(Int32(DNNL_ARG_DIFF_SRC), plain: src, kernelLayout: queried(dnnl_query_diff_src_md), isInput: false)
             case .backwardWeights:
-                inputs = [operand(Int32(DNNL_ARG_SRC), plain: src, kernelLayout: queried(dnnl_query_src_md), isInput: true),
-                          operand(Int32(DNNL_ARG_DIFF_DST), plain: dst, kernelLayout: queried(dnnl_query_diff_dst_md), isInput: true)]
-                output = operand(Int32(DNNL_ARG_DIFF_WEIGHTS), plain: weights, kernelLayout: queried(dnnl_query_diff_weights_md), isInput: false)
+                inputs = [try operand(Int32(DNNL_ARG_SRC), plain: src, kernelLayout: queried(dnnl_query_src_md), isInput: true),
+                          try operand(Int32(DNNL_ARG_DIFF_DST), plain: dst, kernelLayout: queried(dnnl_query_diff_dst_md), isInput: true)]
+                output = try operand(Int32(DNNL_ARG_DIFF_WEIGHTS), plain: weights, kernelLayout: queried(dnnl_query_diff_weights_md), isInput: false)
             }
-            _ = (src, weights, dst)
             scratchpad = queried(dnnl_query_scratchpad_md)
             var pad = scratchpad
             scratchpadBytes = dnnl_memory_desc_get_size(&pad)
             var made: dnnl_primitive_t?
-            check(dnnl_primitive_create(&made, pd), "convolution primitive")
+            try require(dnnl_primitive_create(&made, pd), "convolution primitive")
             primitive = made!
         }
 

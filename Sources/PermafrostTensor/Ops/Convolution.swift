@@ -249,10 +249,8 @@ extension Tensor {
         let biasPointer = bias.map { SendablePointer($0.storage.base) }
         KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .forward, m: groupOut, n: spatial, k: groupRows, batch: g.batch * groups))
         #if canImport(CDNNL)
-        let native = !DNNLConvolution.handles(g)
-        if !native {
-            DNNLConvolution.forward(g, input: x.base, filter: filter.storage.base, bias: biasPointer.map { UnsafePointer($0.base) }, output: y.base)
-        }
+        let native = !(DNNLConvolution.handles(g)
+            && DNNLConvolution.forward(g, input: x.base, filter: filter.storage.base, bias: biasPointer.map { UnsafePointer($0.base) }, output: y.base))
         #else
         let native = true
         #endif
