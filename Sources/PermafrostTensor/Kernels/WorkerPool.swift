@@ -18,14 +18,18 @@ final class WorkerPool: @unchecked Sendable {
     private typealias Job = (Int) -> Void
 
     private let generation = Atomic<Int>(0)
-    private let nextPart = Atomic<Int>(0)
+    /// The current job's part count (high 32 bits) and next unclaimed part (low 32 bits), in one
+    /// word: a claim then always learns whether the part it took exists in the job it took it from.
+    /// With a separate counter, a worker that read the job pointer and was preempted could claim a
+    /// part of the *next* job and call the previous job's freed closure (seen as a crash at a bad
+    /// instruction address once convolutions ran a short fork-join per call).
+    private let ticket = Atomic<UInt64>(0)
     private let unfinished = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     /// Serialises submissions; a caller that finds the pool busy (another thread's job, or a nested
     /// call from inside a job) runs its parts itself.
     private let submitting = Atomic<Bool>(false)
     private var job: UnsafeMutablePointer<Job>?
-    private var parts = 0
     private var mutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
     private let workerCount = Mutex(0)
@@ -77,11 +81,12 @@ final class WorkerPool: @unchecked Sendable {
 
     /// Runs parts until none are left.
     private func drain() {
-        guard let job else { return }
-        let total = parts
         while true {
-            let part = nextPart.wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue
-            guard part < total else { return }
+            let claimed = ticket.wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue
+            let part = Int(claimed & 0xFFFF_FFFF), total = Int(claimed >> 32)
+            // A valid claim keeps its job alive (the submitter waits for every part), so `job` is
+            // that job's closure, published before its ticket.
+            guard part < total, let job else { return }
             job.pointee(part)
             unfinished.wrappingSubtract(1, ordering: .releasing)
         }
@@ -89,7 +94,7 @@ final class WorkerPool: @unchecked Sendable {
 
     /// Calls `body(i)` for every `i` in `0..<count`, using `threads` threads (the caller included).
     func run(_ count: Int, threads: Int, _ body: (Int) -> Void) {
-        guard count > 1, threads > 1,
+        guard count > 1, threads > 1, count < 1 << 31,
               submitting.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             for i in 0..<count { body(i) }
             return
@@ -99,9 +104,8 @@ final class WorkerPool: @unchecked Sendable {
             let slot = UnsafeMutablePointer<Job>.allocate(capacity: 1)
             slot.initialize(to: body)
             job = slot
-            parts = count
-            nextPart.store(0, ordering: .relaxed)
             unfinished.store(count, ordering: .relaxed)
+            ticket.store(UInt64(count) << 32, ordering: .releasing)
             pthread_mutex_lock(&mutex)
             generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
             if sleepers.load(ordering: .sequentiallyConsistent) > 0 { pthread_cond_broadcast(&condition) }
