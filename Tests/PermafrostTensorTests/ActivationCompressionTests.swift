@@ -147,6 +147,26 @@ final class ActivationCompressionTests: XCTestCase {
         XCTAssertEqual(Int8Copy(Tensor.zeros([5])).restored().scalars, [0, 0, 0, 0, 0], "all-zero tensors stay exact")
     }
 
+    func testVectorisedQuantisationEqualsTheScalarDefinition() {
+        // 16-lane passes plus a scalar tail (1003 elements); NaN, ±∞, ±0 and exact halves included.
+        var g = PhiloxGenerator(seed: 8)
+        let cases: [[Float]] = [[], [.nan, .infinity, -.infinity, -0.0, 0.0]]
+        for specials in cases {
+            var values = Tensor(randomNormal: [1003], generator: &g).scalars.map { $0 * 3 }
+            for (offset, special) in specials.enumerated() { values[17 + offset * 101] = special }
+            values[40] = 127.5 * (values.map { Swift.abs($0) }.filter(\.isFinite).max()! / 127)
+            let copy = Int8Copy(Tensor(shape: [1003], scalars: values))
+            let largest = values.reduce(Float(0)) { Swift.max($0, Swift.abs($1)) }
+            XCTAssertEqual(copy.scale, largest > 0 && largest.isFinite ? largest / 127 : 1)
+            let bytes = UnsafeRawPointer(copy.packed.storage.base).assumingMemoryBound(to: Int8.self)
+            for (i, x) in values.enumerated() {
+                let q = x * (1 / copy.scale)
+                let expected: Int8 = q.isNaN ? 0 : Int8(Swift.min(127, Swift.max(-127, q + (q < 0 ? -0.5 : 0.5))))
+                XCTAssertEqual(bytes[i], expected, "element \(i) = \(x)")
+            }
+        }
+    }
+
     /// A group norm with a frozen scale keeps its input in 8 bits (whether or not its shift trains:
     /// the shift's gradient reads none of the input); one with a trainable scale keeps Float32.
     func testFrozenGroupNormKeepsItsInputInEightBits() throws {

@@ -74,12 +74,14 @@ enum DNNLConvolution {
                         bias b: UnsafePointer<Float>?, output y: UnsafeMutablePointer<Float>) -> Bool {
         let (inImage, outImage) = (g.inChannels * g.height * g.width, g.outChannels * g.outHeight * g.outWidth)
         let pointers = SendablePointers(x: x, w: w, b: b, y: y)
-        guard let kernels = kernels(.forward(bias: b != nil), g) else { return false }
-        forEachShare(of: g.batch) { slot, images in
-            let kernel = kernels[slot]
-            var inputs = [UnsafeRawPointer(pointers.x + images.lowerBound * inImage), UnsafeRawPointer(pointers.w)]
-            if let bias = pointers.b { inputs.append(UnsafeRawPointer(bias)) }
-            kernel.execute(inputs: inputs, output: UnsafeMutableRawPointer(pointers.y + images.lowerBound * outImage), slot: slot)
+        let pieces = pieces(g)
+        guard let kernels = kernels(.forward(bias: b != nil), g, pieces: pieces) else { return false }
+        Parallel.run(pieces.count) { slot in
+            for images in pieces[slot] {
+                var inputs = [UnsafeRawPointer(pointers.x + images.lowerBound * inImage), UnsafeRawPointer(pointers.w)]
+                if let bias = pointers.b { inputs.append(UnsafeRawPointer(bias)) }
+                kernels[images.count]!.execute(inputs: inputs, output: UnsafeMutableRawPointer(pointers.y + images.lowerBound * outImage), slot: slot)
+            }
         }
         return true
     }
@@ -89,53 +91,92 @@ enum DNNLConvolution {
                              inputGradient dx: UnsafeMutablePointer<Float>) -> Bool {
         let (inImage, outImage) = (g.inChannels * g.height * g.width, g.outChannels * g.outHeight * g.outWidth)
         let pointers = SendablePointers(x: dy, w: w, b: nil, y: dx)
-        guard let kernels = kernels(.backwardData, g) else { return false }
-        forEachShare(of: g.batch) { slot, images in
-            kernels[slot].execute(inputs: [UnsafeRawPointer(pointers.x + images.lowerBound * outImage), UnsafeRawPointer(pointers.w)],
-                                  output: UnsafeMutableRawPointer(pointers.y + images.lowerBound * inImage), slot: slot)
+        let pieces = pieces(g)
+        guard let kernels = kernels(.backwardData, g, pieces: pieces) else { return false }
+        Parallel.run(pieces.count) { slot in
+            for images in pieces[slot] {
+                kernels[images.count]!.execute(inputs: [UnsafeRawPointer(pointers.x + images.lowerBound * outImage), UnsafeRawPointer(pointers.w)],
+                                               output: UnsafeMutableRawPointer(pointers.y + images.lowerBound * inImage), slot: slot)
+            }
         }
         return true
     }
 
-    /// The filter gradient (`OIHW`, overwritten) from the input and the output gradient.
-    /// `input(images, buffer)` gives images `images` of the input: a pointer into a kept tensor, or
-    /// `buffer` (room for those images) after restoring an 8-bit copy into it.
-    static func backwardWeights(_ g: Conv2DGeometry, input: (Range<Int>, UnsafeMutablePointer<Float>) -> UnsafePointer<Float>,
-                                outputGradient dy: UnsafePointer<Float>, filterGradient dw: UnsafeMutablePointer<Float>) -> Bool {
-        guard let kernels = kernels(.backwardWeights, g) else { return false }
+    /// Where backward-weights reads the convolution's input from.
+    enum SavedInput {
+        /// The kept Float32 input.
+        case exact(UnsafePointer<Float>)
+        /// An 8-bit copy: restored a few images at a time (≈ 1 MiB), so the Float32 input is never
+        /// rebuilt whole — that would undo the compression in resident memory.
+        case packed(Int8Copy)
+    }
+
+    /// The filter gradient (`OIHW`, overwritten) from the input and the output gradient. False
+    /// (nothing written) when oneDNN cannot compile it.
+    static func backwardWeights(_ g: Conv2DGeometry, input: SavedInput, outputGradient dy: UnsafePointer<Float>,
+                                filterGradient dw: UnsafeMutablePointer<Float>) -> Bool {
         let (inImage, outImage) = (g.inChannels * g.height * g.width, g.outChannels * g.outHeight * g.outWidth)
         let filterCount = g.outChannels * g.inChannels * g.kernelHeight * g.kernelWidth
         let shares = shares(of: g.batch)
-        let partials = ScratchBuffer(count: shares.count * filterCount)
+        // An 8-bit input is also restored in pieces of ≈ 1 MiB of images.
+        var piece = imagesPerPiece(g)
+        if case .packed = input { piece = Swift.min(piece, Swift.max(1, (1 << 18) / Swift.max(1, inImage))) }
+        let pieces = pieces(g, imagesPerPiece: piece)
+        guard let kernels = kernels(.backwardWeights, g, pieces: pieces) else { return false }
+        let partials = ScratchBuffer(count: 2 * shares.count * filterCount)
         let pointers = SendablePointers(x: dy, w: dy, b: nil, y: partials.base)
-        withoutActuallyEscaping(input) { input in
-            let source = UncheckedSendable(input)
-            Parallel.run(shares.count) { t in
-                let images = shares[t]
-                let restoreBuffer = ScratchBuffer(count: images.count * inImage)
-                let x = source.value(images, restoreBuffer.base)
-                kernels[t].execute(inputs: [UnsafeRawPointer(x), UnsafeRawPointer(pointers.x + images.lowerBound * outImage)],
-                               output: UnsafeMutableRawPointer(pointers.y + t * filterCount), slot: t)
-                withExtendedLifetime(restoreBuffer) {}
+        let source = UncheckedSendable(input)
+        Parallel.run(shares.count) { t in
+            let total = pointers.y + 2 * t * filterCount, piecePartial = total + filterCount
+            let restored: ScratchBuffer? = if case .packed = source.value { ScratchBuffer(count: piece * inImage) } else { nil }
+            for (index, images) in pieces[t].enumerated() {
+                let x: UnsafePointer<Float>
+                switch source.value {
+                case .exact(let pointer): x = pointer + images.lowerBound * inImage
+                case .packed(let copy):
+                    copy.restore(images.lowerBound * inImage..<images.upperBound * inImage, into: restored!.base)
+                    x = UnsafePointer(restored!.base)
+                }
+                let target = index == 0 ? total : piecePartial
+                kernels[images.count]!.execute(inputs: [UnsafeRawPointer(x), UnsafeRawPointer(pointers.x + images.lowerBound * outImage)],
+                                               output: UnsafeMutableRawPointer(target), slot: t)
+                if index > 0 { for i in 0..<filterCount { total[i] += piecePartial[i] } }
             }
+            withExtendedLifetime(restored) {}
         }
         dw.update(from: partials.base, count: filterCount)
         for t in 1..<Swift.max(1, shares.count) {
-            let partial = partials.base + t * filterCount
+            let partial = partials.base + 2 * t * filterCount
             for i in 0..<filterCount { dw[i] += partial[i] }
         }
         return true
     }
 
-    /// The kernels for every share of `g`'s batch, compiled on the calling thread before any runs;
-    /// nil when one of them cannot be.
-    private static func kernels(_ kind: Kind, _ g: Conv2DGeometry) -> [Kernel]? {
-        var resolved: [Kernel] = []
-        for share in shares(of: g.batch) {
-            guard let kernel = kernel(kind, g, batch: share.count) else { return nil }
-            resolved.append(kernel)
+    /// Images per primitive call: ≈ 4 MB of input and output, so a share's layout copies (kept in
+    /// its workspace between calls) stay small — one call over a 64-image share had kept ≈ 50 MB
+    /// of copies resident for the UNet's widest convolution.
+    private static func imagesPerPiece(_ g: Conv2DGeometry) -> Int {
+        let perImage = g.inChannels * g.height * g.width + g.outChannels * g.outHeight * g.outWidth
+        return Swift.max(1, (1 << 20) / Swift.max(1, perImage))
+    }
+
+    /// Each thread's share of the batch, cut into pieces of `imagesPerPiece` images.
+    private static func pieces(_ g: Conv2DGeometry, imagesPerPiece: Int? = nil) -> [[Range<Int>]] {
+        let piece = imagesPerPiece ?? Self.imagesPerPiece(g)
+        return shares(of: g.batch).map { share in
+            stride(from: share.lowerBound, to: share.upperBound, by: piece).map { $0..<Swift.min(share.upperBound, $0 + piece) }
         }
-        return resolved
+    }
+
+    /// The kernels for every piece size, compiled on the calling thread before any runs; nil when
+    /// one of them cannot be.
+    private static func kernels(_ kind: Kind, _ g: Conv2DGeometry, pieces: [[Range<Int>]]) -> [Int: Kernel]? {
+        var bySize: [Int: Kernel] = [:]
+        for size in Set(pieces.joined().map(\.count)) {
+            guard let kernel = kernel(kind, g, batch: size) else { return nil }
+            bySize[size] = kernel
+        }
+        return bySize
     }
 
     // MARK: - Shares, engine, kernels
@@ -149,11 +190,6 @@ enum DNNLConvolution {
         let count = Swift.max(1, Swift.min(Parallel.threadCount, batch))
         let per = (batch + count - 1) / count
         return stride(from: 0, to: batch, by: per).map { $0..<Swift.min(batch, $0 + per) }
-    }
-
-    private static func forEachShare(of batch: Int, _ body: (Int, Range<Int>) -> Void) {
-        let shares = shares(of: batch)
-        Parallel.run(shares.count) { body($0, shares[$0]) }
     }
 
     /// Per-share buffers for the kernel layouts and scratchpads, kept between calls: allocated per

@@ -204,16 +204,10 @@ final class ConvolutionBackward: @unchecked Sendable {
             let dw = Tensor(shape: filterShape) { _ in }
             let computed: Bool
             if let packed = savedInput.int8Copy {
-                // An 8-bit input is restored one thread's share at a time.
-                computed = DNNLConvolution.backwardWeights(g, input: { images, buffer in
-                    packed.restore(images.lowerBound * imageSize..<images.upperBound * imageSize, into: buffer)
-                    return UnsafePointer(buffer)
-                }, outputGradient: gradient.storage.base, filterGradient: dw.storage.base)
+                computed = DNNLConvolution.backwardWeights(g, input: .packed(packed), outputGradient: gradient.storage.base, filterGradient: dw.storage.base)
             } else {
                 let input = savedInput.restored()
-                let x = SendablePointer(input.storage.base)
-                computed = DNNLConvolution.backwardWeights(g, input: { images, _ in UnsafePointer(x.base + images.lowerBound * imageSize) },
-                                                           outputGradient: gradient.storage.base, filterGradient: dw.storage.base)
+                computed = DNNLConvolution.backwardWeights(g, input: .exact(input.storage.base), outputGradient: gradient.storage.base, filterGradient: dw.storage.base)
                 withExtendedLifetime(input) {}
             }
             // A shape oneDNN cannot compile: the engine's own kernels do the whole backward.
