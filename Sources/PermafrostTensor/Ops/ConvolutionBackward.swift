@@ -180,10 +180,14 @@ final class ConvolutionBackward: @unchecked Sendable {
             }
             workers = collected.withLock { $0 }
         }
-        var gradients: [Tensor?] = [inputGradient, needs[1] ? filterGradient(from: workers) : nil]
-        if needs.count == 3 {
-            gradients.append(needs[2] ? gradient.sum(alongAxes: [0, 2, 3]) : nil)
-        }
+        return Self.gradients(input: inputGradient, filter: needs[1] ? filterGradient(from: workers) : nil, outputGradient: gradient, needs: needs)
+    }
+
+    /// The gradients a backward returns: input, filter, and the bias (the output gradient summed
+    /// per channel) when the convolution has one.
+    private static func gradients(input: Tensor?, filter: Tensor?, outputGradient: Tensor, needs: [Bool]) -> [Tensor?] {
+        var gradients: [Tensor?] = [input, filter]
+        if needs.count == 3 { gradients.append(needs[2] ? outputGradient.sum(alongAxes: [0, 2, 3]) : nil) }
         return gradients
     }
 
@@ -221,9 +225,7 @@ final class ConvolutionBackward: @unchecked Sendable {
         if needs[1] {
             KernelCounters.count(gemm: GEMMRecord(operation: "conv2d", role: .weightGradient, m: g.outChannels, n: g.columnRows, k: spatial, batch: g.batch))
         }
-        var gradients: [Tensor?] = [inputGradient, filterGradient]
-        if needs.count == 3 { gradients.append(needs[2] ? gradient.sum(alongAxes: [0, 2, 3]) : nil) }
-        return gradients
+        return Self.gradients(input: inputGradient, filter: filterGradient, outputGradient: gradient, needs: needs)
         #else
         return nil
         #endif
