@@ -167,6 +167,29 @@ final class ActivationCompressionTests: XCTestCase {
         }
     }
 
+    /// The vector quantiser against the scalar definition where rounding is hardest: every value
+    /// one or two ulps either side of each half-integer and integer in [-130, 130] (where adding
+    /// ±0.5 in Float32 itself rounds, e.g. -0.49999997 − 0.5 = -1), at two scales.
+    func testVectorQuantiserMatchesTheScalarOneAtRoundingBoundaries() {
+        var values: [Float] = [.nan, .infinity, -.infinity, 0, -0.0, .leastNonzeroMagnitude, -.leastNonzeroMagnitude]
+        for k in -260...260 {
+            let centre = Float(k) / 2
+            var below = centre, above = centre
+            values.append(centre)
+            for _ in 0..<2 { below = below.nextDown; above = above.nextUp; values += [below, above] }
+        }
+        while values.count % 16 != 0 { values.append(0.25) }
+        for inverse: Float in [1, 127 / 3.1] {
+            for start in stride(from: 0, to: values.count, by: 16) {
+                let lanes = SIMD16<Float>(values[start..<start + 16].map { $0 / (inverse == 1 ? 1 : inverse) })
+                let vector = Int8Copy.quantised(lanes, inverse: inverse)
+                for lane in 0..<16 {
+                    XCTAssertEqual(vector[lane], Int8Copy.quantised(lanes[lane], inverse: inverse), "x = \(lanes[lane]), inverse \(inverse)")
+                }
+            }
+        }
+    }
+
     /// A group norm with a frozen scale keeps its input in 8 bits (whether or not its shift trains:
     /// the shift's gradient reads none of the input); one with a trainable scale keeps Float32.
     func testFrozenGroupNormKeepsItsInputInEightBits() throws {

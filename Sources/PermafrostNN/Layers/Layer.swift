@@ -24,9 +24,32 @@ public final class Sequential: Module, Layer {
         for (index, layer) in layers.enumerated() { register(String(index), layer) }
     }
 
+    /// When set, a forward pass that records gradients runs the first `leadingLayers` layers over
+    /// chunks of `rowsPerChunk` rows of the batch (``Tensor/mapBatchChunks(rowsPerChunk:_:)``):
+    /// the same result, with those layers' intermediate outputs a chunk in size. Only for layers
+    /// that treat batch rows independently.
+    public var leadingChunks: (leadingLayers: Int, rowsPerChunk: Int)? {
+        didSet {
+            if let chunks = leadingChunks {
+                precondition(chunks.leadingLayers >= 0 && chunks.leadingLayers <= layers.count && chunks.rowsPerChunk > 0,
+                             "leadingChunks \(chunks) does not fit \(layers.count) layers")
+            }
+        }
+    }
+
     public func callAsFunction(_ input: Tensor) -> Tensor {
         var h = input
-        for layer in layers { layer.apply(to: &h) }
+        var remaining = layers[...]
+        if let chunks = leadingChunks, GradientRecording.isRecording, input.rank >= 1, input.shape[0] > chunks.rowsPerChunk {
+            let leading = layers.prefix(chunks.leadingLayers)
+            h = input.mapBatchChunks(rowsPerChunk: chunks.rowsPerChunk) { chunk in
+                var c = chunk
+                for layer in leading { layer.apply(to: &c) }
+                return c
+            }
+            remaining = layers.dropFirst(chunks.leadingLayers)
+        }
+        for layer in remaining { layer.apply(to: &h) }
         return h
     }
 }

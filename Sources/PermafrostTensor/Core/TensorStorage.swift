@@ -14,6 +14,8 @@ final class TensorStorage: @unchecked Sendable {
     @usableFromInline let count: Int
     /// Size of the page-mapped block behind a large buffer (0 for a `malloc`ed one).
     private let mappedBytes: Int
+    /// For a view: the storage whose elements these are (kept alive by it); `nil` for an owner.
+    private let viewed: TensorStorage?
 
     /// Allocates `count` uninitialised elements. Callers overwrite every element before reading.
     /// Large buffers come from ``LargeBlockCache`` (page-mapped, recycled), small ones from `malloc`.
@@ -30,11 +32,24 @@ final class TensorStorage: @unchecked Sendable {
             raw = nil
         }
         mappedBytes = mapped
+        viewed = nil
         guard let raw else {
             fatalError("Permafrost: out of memory allocating \(bytes) bytes for a tensor")
         }
         base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         MemoryStatistics.recordAllocation(bytes: count * MemoryLayout<Float>.stride)
+    }
+
+    /// Elements `offset ..< offset + count` of `parent`, without a copy: the view keeps `parent`
+    /// alive, and writing through it writes `parent`'s elements. Only for a parent nothing else
+    /// reads any more (a gradient handed out in chunks), since tensors assume unshared writes.
+    init(viewing parent: TensorStorage, offset: Int, count: Int) {
+        precondition(offset >= 0 && count >= 0 && offset + count <= parent.count,
+                     "storage view \(offset)..<\(offset + count) is outside a buffer of \(parent.count) elements")
+        self.count = count
+        base = parent.base + offset
+        mappedBytes = 0
+        viewed = parent
     }
 
     @usableFromInline
@@ -55,6 +70,7 @@ final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
+        guard viewed == nil else { return }
         MemoryStatistics.recordDeallocation(bytes: count * MemoryLayout<Float>.stride)
         if mappedBytes > 0 {
             LargeBlockCache.release(UnsafeMutableRawPointer(base), bytes: mappedBytes)
