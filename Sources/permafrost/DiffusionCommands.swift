@@ -255,7 +255,9 @@ extension ClassifierCommand {
             guard source.classes == 10 else { throw ValidationError("--from must be a 10-class digits classifier, this one has \(source.classes) classes") }
             let model = ImageClassifier(classes: 13, seed: seed)
             for (name, parameter) in model.namedParameters() {
-                guard let old = source.parameter(named: name)?.value else { continue }
+                guard let old = source.parameter(named: name)?.value else {
+                    throw ValidationError("--from: the checkpoint has no tensor '\(name)' (is it an ImageClassifier?)")
+                }
                 if old.shape == parameter.shape { parameter.value = old; continue }
                 // The head: digit rows copied, the three new rows zero.
                 var grown = Tensor.zeros(parameter.shape)

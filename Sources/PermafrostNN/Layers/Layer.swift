@@ -40,7 +40,8 @@ public final class Sequential: Module, Layer {
     public func callAsFunction(_ input: Tensor) -> Tensor {
         var h = input
         var remaining = layers[...]
-        if let chunks = leadingChunks, GradientRecording.isRecording, input.rank >= 1, input.shape[0] > chunks.rowsPerChunk {
+        // Inference keeps no activations, so it runs whole batches (fewer, larger kernel calls).
+        if let chunks = leadingChunks, GradientRecording.isRecording {
             let leading = layers.prefix(chunks.leadingLayers)
             h = input.mapBatchChunks(rowsPerChunk: chunks.rowsPerChunk) { chunk in
                 var c = chunk

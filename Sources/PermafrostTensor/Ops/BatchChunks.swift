@@ -23,7 +23,7 @@ extension Tensor {
         guard rows > rowsPerChunk else { return try body(self) }
 
         var storage: TensorStorage?
-        var rowShape: [Int] = []
+        var rowShape: [Int] = [], rowSize = 0
         var chunkNodes: [AutodiffNode?] = [], chunkRows: [Int] = []
         for start in stride(from: 0, to: rows, by: rowsPerChunk) {
             let end = Swift.min(rows, start + rowsPerChunk)
@@ -32,31 +32,29 @@ extension Tensor {
                          "mapBatchChunks: body must keep the batch axis (\(end - start) rows in, shape \(output.shape) out)")
             if storage == nil {
                 rowShape = Array(output.shape.dropFirst())
-                storage = TensorStorage(uninitializedCount: rows * Shape.count(rowShape))
+                rowSize = Shape.count(rowShape)
+                storage = TensorStorage(uninitializedCount: rows * rowSize)
             }
             precondition(Array(output.shape.dropFirst()) == rowShape,
                          "mapBatchChunks: chunk outputs differ in shape (\(rowShape) then \(Array(output.shape.dropFirst())))")
-            let rowSize = Shape.count(rowShape)
             (storage!.base + start * rowSize).update(from: output.storage.base, count: (end - start) * rowSize)
             chunkNodes.append(output.node)
             chunkRows.append(end - start)
         }
         KernelCounters.count(.copy)
-        let rowSize = Shape.count(rowShape)
         var result = Tensor(shape: [rows] + rowShape, storage: storage!)
         guard chunkNodes.contains(where: { $0 != nil }), GradientRecording.isRecording else { return result }
-        let chunkShapes = chunkRows.map { [$0] + rowShape }
         result.node = AutodiffNode(operation: "batch chunks", inputs: chunkNodes, outputShape: result.shape) { g, needs, _ in
             // Handed over for good (nothing else holds it), the gradient's rows become the chunks'
             // gradients in place: no second buffer of the batch's size while backward replays them.
             let inPlace = isKnownUniquelyReferenced(&g.storage)
-            var offset = 0
-            return chunkShapes.enumerated().map { index, chunkShape in
-                defer { offset += chunkShape[0] * rowSize }
+            var firstRow = 0
+            return chunkRows.enumerated().map { index, count in
+                defer { firstRow += count }
                 guard needs[index] else { return nil }
-                let start = offset, count = chunkShape[0] * rowSize
-                if inPlace { return Tensor(shape: chunkShape, storage: TensorStorage(viewing: g.storage, offset: start, count: count)) }
-                return Tensor(shape: chunkShape) { out in out.baseAddress!.update(from: g.storage.base + start, count: count) }
+                guard inPlace else { return g.slice(alongAxis: 0, from: firstRow, to: firstRow + count) }
+                let view = TensorStorage(viewing: g.storage, offset: firstRow * rowSize, count: count * rowSize)
+                return Tensor(shape: [count] + rowShape, storage: view)
             }
         }
         return result
