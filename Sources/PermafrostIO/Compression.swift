@@ -19,39 +19,51 @@ public enum Compression {
 
     /// Inflates gzip or zlib data, refusing output larger than `limit` bytes.
     public static func inflate(_ data: Data, limit: Int = 1 << 30) throws(Failure) -> Data {
-        var stream = z_stream()
-        // 15 + 32: accept both zlib and gzip headers.
-        guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw .corrupt("inflateInit failed") }
-        defer { inflateEnd(&stream) }
         var output = Data()
         // A gzip member ends with its uncompressed size (mod 2³²): reserving it up front spares the
         // doubling growth, whose old and new buffers are both resident at the moment of copying. It is
         // only a hint (a hostile file may lie), so it is bounded by `limit` and deflate's 1032:1 ratio.
         if let size = gzipSizeHint(data), size <= limit, size <= 1032 * data.count { output.reserveCapacity(size) }
+        try inflate(data, limit: limit) { piece in
+            output.append(contentsOf: piece)
+            return true
+        }
+        return output
+    }
+
+    /// Inflates gzip or zlib data piece by piece (64 KiB at most each), so the whole output never
+    /// needs to exist at once. `consume` returns `false` to stop early (then nothing is thrown: the
+    /// caller knows why it stopped). Output past `limit` bytes is refused.
+    public static func inflate(_ data: Data, limit: Int = 1 << 30, consume: (UnsafeRawBufferPointer) -> Bool) throws(Failure) {
+        var stream = z_stream()
+        // 15 + 32: accept both zlib and gzip headers.
+        guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw .corrupt("inflateInit failed") }
+        defer { inflateEnd(&stream) }
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         var status: Int32 = Z_OK
         var failure: Failure?
+        var total = 0
         data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             stream.next_in = UnsafeMutablePointer(mutating: raw.bindMemory(to: Bytef.self).baseAddress)
             stream.avail_in = uInt(raw.count)
             repeat {
-                chunk.withUnsafeMutableBufferPointer { buffer in
+                let produced = chunk.withUnsafeMutableBufferPointer { buffer -> Int in
                     stream.next_out = buffer.baseAddress
                     stream.avail_out = uInt(buffer.count)
                     status = CZlib.inflate(&stream, Z_NO_FLUSH)
+                    return buffer.count - Int(stream.avail_out)
                 }
                 if status != Z_OK && status != Z_STREAM_END {
                     failure = .corrupt(status == Z_BUF_ERROR ? "truncated" : "zlib status \(status)")
                     return
                 }
-                let produced = chunk.count - Int(stream.avail_out)
-                output.append(contentsOf: chunk[0..<produced])
-                if output.count > limit { failure = .tooLarge(limit: limit); return }
+                total += produced
+                if total > limit { failure = .tooLarge(limit: limit); return }
+                if produced > 0, !chunk.withUnsafeBytes({ consume(UnsafeRawBufferPointer(rebasing: $0[0..<produced])) }) { return }
                 if status != Z_STREAM_END && stream.avail_in == 0 && produced == 0 { failure = .corrupt("truncated"); return }
             } while status != Z_STREAM_END
         }
         if let failure { throw failure }
-        return output
     }
 
     /// The uncompressed size a gzip stream's trailer states, if `data` is one.

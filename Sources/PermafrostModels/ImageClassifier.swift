@@ -56,31 +56,44 @@ public final class ImageClassifier: Module {
         predict(count: data.count, batch: batch) { data.batch(Array($0)) }
     }
 
+    /// Predicted classes of any labelled image source (e.g. ``DiskBackedImages``), a batch read
+    /// at a time.
+    public func predict<Source: LabeledImageSource>(_ data: Source, batch: Int = 64) throws(DatasetError) -> [Int] {
+        try predict(count: data.count, batch: batch) { (range) throws(DatasetError) in try data.batch(Array(range), range: -1...1) }
+    }
+
     /// Accuracy on a labelled image set, in [0, 1].
     public func accuracy(on data: LabeledImages, batch: Int = 64) -> Double {
-        let predicted = predict(data, batch: batch)
-        return Double(zip(predicted, data.labels).filter { $0 == $1 }.count) / Double(Swift.max(data.count, 1))
+        Self.accuracy(predict(data, batch: batch), labels: data.labels)
+    }
+
+    /// Accuracy on any labelled image source, in [0, 1].
+    public func accuracy<Source: LabeledImageSource>(on data: Source, batch: Int = 64) throws(DatasetError) -> Double {
+        Self.accuracy(try predict(data, batch: batch), labels: data.labels)
+    }
+
+    private static func accuracy(_ predicted: [Int], labels: [Int]) -> Double {
+        Double(zip(predicted, labels).filter { $0 == $1 }.count) / Double(Swift.max(labels.count, 1))
     }
 
     /// Inference keeps one batch's activations at a time, so the batch bounds its memory: at 64
     /// images the largest (the first convolution's output) is 6 MiB.
-    private func predict(count: Int, batch: Int, images: (Range<Int>) -> Tensor) -> [Int] {
+    private func predict<Failure: Error>(count: Int, batch: Int, images: (Range<Int>) throws(Failure) -> Tensor) throws(Failure) -> [Int] {
         precondition(batch > 0, "the prediction batch must be positive, got \(batch)")
-        return GradientRecording.withoutRecording {
-            var result: [Int] = []
-            result.reserveCapacity(count)
-            for start in stride(from: 0, to: count, by: batch) {
-                let end = Swift.min(count, start + batch)
-                let scores = logits(images(start..<end))
-                scores.withUnsafeBufferPointer { p in
-                    for row in 0..<(end - start) {
-                        let values = p[(row * classes)..<((row + 1) * classes)]
-                        result.append(values.indices.max { values[$0] < values[$1] }! - row * classes)
-                    }
+        var result: [Int] = []
+        result.reserveCapacity(count)
+        for start in stride(from: 0, to: count, by: batch) {
+            let end = Swift.min(count, start + batch)
+            let input = try images(start..<end)
+            let scores = GradientRecording.withoutRecording { logits(input) }
+            scores.withUnsafeBufferPointer { p in
+                for row in 0..<(end - start) {
+                    let values = p[(row * classes)..<((row + 1) * classes)]
+                    result.append(values.indices.max { values[$0] < values[$1] }! - row * classes)
                 }
             }
-            return result
         }
+        return result
     }
 
     /// Features of many images, in batches (no autodiff), as `[n][128]` Doubles.

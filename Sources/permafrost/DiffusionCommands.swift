@@ -197,8 +197,8 @@ struct ClassifierCommand: ParsableCommand {
         func run() throws {
             try engine.apply()
             let fashionClasses = Set(try fashion.map { try parseRanges($0, name: "--fashion") } ?? [])
-            let train = try dataOptions.load(split: "train", digits: Set(0..<10), fashion: fashionClasses)
-            let test = try dataOptions.load(split: "t10k", digits: Set(0..<10), fashion: fashionClasses)
+            let train = try dataOptions.loadOnDisk(split: "train", digits: Set(0..<10), fashion: fashionClasses)
+            let test = try dataOptions.loadOnDisk(split: "t10k", digits: Set(0..<10), fashion: fashionClasses)
             let classes = fashionClasses.isEmpty ? 10 : 13
             let model = ImageClassifier(classes: classes, seed: seed)
             let optimizer = Adam(learningRate: learningRate)
@@ -213,7 +213,7 @@ struct ClassifierCommand: ParsableCommand {
                 if recent.count > 50 { recent.removeFirst() }
                 bar.update(step + 1, detail: String(format: "loss %.4f", recent.reduce(0, +) / Float(recent.count)))
             }
-            let accuracy = model.accuracy(on: test)
+            let accuracy = try model.accuracy(on: test)
             try model.save(to: URL(fileURLWithPath: output))
             print(String(format: "test accuracy %.2f%% on %d images (%d classes); saved %@", accuracy * 100, test.count, classes, output))
         }
@@ -271,8 +271,10 @@ extension ClassifierCommand {
         func run() throws {
             try engine.apply()
             let model = try Self.grownClassifier(from: URL(fileURLWithPath: from), seed: seed)
-            let train = try dataOptions.load(split: "train", digits: Set(0..<10), fashion: [1, 7, 8])
-            let test = try dataOptions.load(split: "t10k", digits: Set(0..<10), fashion: [1, 7, 8])
+            // Both sets stay on disk and are read a batch at a time: held as bytes they were 26.5 MB
+            // of every step's resident memory, more than SlimFit's tensors (docs/results/slimfit.md).
+            let train = try dataOptions.loadOnDisk(split: "train", digits: Set(0..<10), fashion: [1, 7, 8])
+            let test = try dataOptions.loadOnDisk(split: "t10k", digits: Set(0..<10), fashion: [1, 7, 8])
             let freezer: FreezeScheduler?
             switch scheduler {
             case "none": freezer = nil
@@ -285,6 +287,7 @@ extension ClassifierCommand {
             let optimizer = Adam(learningRate: learningRate)
             let stepsPerEpoch = train.count / batch, total = epochs * stepsPerEpoch
             MemoryStatistics.returnFreeMemoryToSystem()
+            let loadingRSS = peakResidentMegabytes()
             let bar = ProgressBar(total: total, label: "finetune \(scheduler)")
             var times: [Double] = [], peak = 0, activations = 0, gradients = 0, state = 0, frozenShare: [Double] = []
             let parameterTotal = Double(model.parameterCount)
@@ -304,14 +307,14 @@ extension ClassifierCommand {
                 frozenShare.append(Double(model.frozenParameters().reduce(0) { $0 + $1.parameter.value.count }) / parameterTotal)
                 bar.update(step + 1, detail: String(format: "loss %.4f", result.loss))
             }
-            let accuracy = model.accuracy(on: test)
+            let accuracy = try model.accuracy(on: test)
             let rss = peakResidentMegabytes()
             let summary: [String: Any] = [
                 "scheduler": scheduler, "freeze_budget": scheduler == "slimfit" ? freezeBudget : 0, "compress_activations": compressActivations || compressWeightInputs, "compress_weight_inputs": compressWeightInputs, "head_frozen_by_slimfit": freezeHead,
                 "epochs": epochs, "steps": total, "batch": batch, "test_accuracy": accuracy, "test_images": test.count,
                 "median_step_seconds": median(Array(times.dropFirst(10))), "mean_frozen_parameter_share": frozenShare.reduce(0, +) / Double(max(frozenShare.count, 1)),
                 "peak_tensor_bytes": peak, "activation_bytes": activations, "gradient_bytes": gradients, "optimizer_state_bytes": state,
-                "peak_rss_mb": rss, "command": "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " "),
+                "peak_rss_mb": rss, "peak_rss_before_training_mb": loadingRSS, "command": "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " "),
             ]
             print(String(format: "test accuracy %.2f%% (13 classes); median step %.2f ms; peak tensors %.1f MiB (activations %.1f, gradients %.2f, optimizer %.2f); peak RSS %.0f MiB",
                          accuracy * 100, median(Array(times.dropFirst(10))) * 1000, Double(peak) / 1_048_576, Double(activations) / 1_048_576,
@@ -324,7 +327,7 @@ extension ClassifierCommand {
 }
 
 /// Calls `body(step, images, labels)` for every full batch of `epochs` shuffled passes over `data`.
-func forEachShuffledBatch(of data: LabeledImages, batch: Int, epochs: Int, seed: UInt64,
+func forEachShuffledBatch<Source: LabeledImageSource>(of data: Source, batch: Int, epochs: Int, seed: UInt64,
                           _ body: (Int, Tensor, [Int]) throws -> Void) throws {
     var generator = PhiloxGenerator(seed: seed)
     var step = 0
@@ -333,7 +336,7 @@ func forEachShuffledBatch(of data: LabeledImages, batch: Int, epochs: Int, seed:
         order.shuffle(using: &generator)
         for b in 0..<(data.count / batch) {
             let indices = Array(order[(b * batch)..<((b + 1) * batch)])
-            try body(step, data.batch(indices), indices.map { data.labels[$0] })
+            try body(step, try data.batch(indices, range: -1...1), indices.map { data.labels[$0] })
             step += 1
         }
     }

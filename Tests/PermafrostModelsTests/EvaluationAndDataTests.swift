@@ -82,6 +82,88 @@ final class DataAndImageTests: XCTestCase {
         }
     }
 
+    /// The disk-backed set streams the IDX files into a temporary file; its batches and labels must
+    /// equal the in-memory set's, filtered and relabelled the same way, bit for bit.
+    func testDiskBackedImagesEqualTheInMemorySetAndRejectBadFiles() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("disk-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // 70,000 pixels: more than one 64 KiB inflate piece, so images straddle piece boundaries.
+        let (count, size) = (700, 10 * 10)
+        var generator = SystemRandomNumberGenerator()
+        let pixels = (0..<(count * size)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let labels = (0..<count).map { UInt8($0 % 10) }
+        try writeIDX(dir.appendingPathComponent("a-images-idx3-ubyte"), magic: 0x803, dims: [UInt32(count), 10, 10], payload: pixels, gzip: true)
+        try writeIDX(dir.appendingPathComponent("a-labels-idx1-ubyte"), magic: 0x801, dims: [UInt32(count)], payload: labels, gzip: false)
+        try writeIDX(dir.appendingPathComponent("b-images-idx3-ubyte"), magic: 0x803, dims: [UInt32(count), 10, 10], payload: Array(pixels.reversed()), gzip: false)
+        try writeIDX(dir.appendingPathComponent("b-labels-idx1-ubyte"), magic: 0x801, dims: [UInt32(count)], payload: Array(labels.reversed()), gzip: true)
+
+        let disk = try DiskBackedImages([.init(directory: dir, split: "a", slots: [2: 2, 5: 5]),
+                                         .init(directory: dir, split: "b", slots: [1: 10, 7: 11])])
+        let memory = try LabeledImages(directory: dir, split: "a").filtered([2, 5])
+            + LabeledImages(directory: dir, split: "b").filtered([1, 7]).relabeled([1: 10, 7: 11])
+        XCTAssertEqual(disk.count, 280)
+        XCTAssertEqual(disk.labels, memory.labels)
+        XCTAssertEqual([disk.height, disk.width], [10, 10])
+        let indices = [279, 0, 140, 139, 3, 3, 200]
+        XCTAssertEqual(try disk.batch(indices, range: -1...1).scalars, memory.batch(indices).scalars)
+        XCTAssertEqual(try disk.batch(indices, range: 0...1).scalars, memory.batch(indices, range: 0...1).scalars)
+        XCTAssertEqual(try disk.batch([], range: -1...1).shape, [0, 1, 10, 10])
+
+        func rejects(_ split: String, _ matches: (DatasetError) -> Bool, file: StaticString = #filePath, line: UInt = #line) {
+            XCTAssertThrowsError(try DiskBackedImages([.init(directory: dir, split: split, slots: [1: 1])]), file: file, line: line) { error in
+                XCTAssertTrue(matches(error as! DatasetError), "\(error)", file: file, line: line)
+                XCTAssertFalse((error as! DatasetError).description.isEmpty)
+            }
+        }
+        // Truncated payload (raw and gzip'd), a gzip stream cut short, wrong magic, count mismatch,
+        // images of another size joined to the first part's, a missing file.
+        try writeIDX(dir.appendingPathComponent("short-images-idx3-ubyte"), magic: 0x803, dims: [4, 10, 10], payload: Array(pixels.prefix(350)), gzip: false)
+        try writeIDX(dir.appendingPathComponent("short-labels-idx1-ubyte"), magic: 0x801, dims: [4], payload: [1, 2, 3, 4], gzip: false)
+        rejects("short") { if case .truncated(_, 400, 350) = $0 { return true }; return false }
+        try writeIDX(dir.appendingPathComponent("shortgz-images-idx3-ubyte"), magic: 0x803, dims: [4, 10, 10], payload: Array(pixels.prefix(350)), gzip: true)
+        try writeIDX(dir.appendingPathComponent("shortgz-labels-idx1-ubyte"), magic: 0x801, dims: [4], payload: [1, 2, 3, 4], gzip: false)
+        rejects("shortgz") { if case .truncated = $0 { return true }; return false }
+        let gz = try Data(contentsOf: dir.appendingPathComponent("a-images-idx3-ubyte.gz"))
+        try gz.prefix(gz.count / 2).write(to: dir.appendingPathComponent("cut-images-idx3-ubyte.gz"))
+        try writeIDX(dir.appendingPathComponent("cut-labels-idx1-ubyte"), magic: 0x801, dims: [UInt32(count)], payload: labels, gzip: false)
+        rejects("cut") { if case .compression = $0 { return true }; return false }
+        try writeIDX(dir.appendingPathComponent("magic-images-idx3-ubyte"), magic: 0x801, dims: [4, 10, 10], payload: Array(pixels.prefix(400)), gzip: false)
+        try writeIDX(dir.appendingPathComponent("magic-labels-idx1-ubyte"), magic: 0x801, dims: [4], payload: [1, 2, 3, 4], gzip: false)
+        rejects("magic") { if case .badMagic = $0 { return true }; return false }
+        try writeIDX(dir.appendingPathComponent("count-images-idx3-ubyte"), magic: 0x803, dims: [4, 10, 10], payload: Array(pixels.prefix(400)), gzip: false)
+        try writeIDX(dir.appendingPathComponent("count-labels-idx1-ubyte"), magic: 0x801, dims: [3], payload: [1, 2, 3], gzip: false)
+        rejects("count") { $0 == .countMismatch(images: 4, labels: 3) }
+        rejects("missing") { if case .notFound = $0 { return true }; return false }
+        try writeIDX(dir.appendingPathComponent("small-images-idx3-ubyte"), magic: 0x803, dims: [4, 5, 5], payload: Array(pixels.prefix(100)), gzip: false)
+        try writeIDX(dir.appendingPathComponent("small-labels-idx1-ubyte"), magic: 0x801, dims: [4], payload: [1, 2, 3, 4], gzip: false)
+        XCTAssertThrowsError(try DiskBackedImages([.init(directory: dir, split: "a", slots: [1: 1]), .init(directory: dir, split: "small", slots: [1: 1])])) { error in
+            guard case .invalidShape? = error as? DatasetError else { return XCTFail("\(error)") }
+        }
+        // A temporary folder that does not exist: a clear error, not a crash.
+        XCTAssertThrowsError(try DiskBackedImages([.init(directory: dir, split: "a", slots: [1: 1])], temporaryDirectory: dir.appendingPathComponent("nowhere"))) { error in
+            guard case .temporaryFile? = error as? DatasetError else { return XCTFail("\(error)") }
+        }
+    }
+
+    /// Inflating piece by piece yields the same bytes as inflating whole, and stops at the limit.
+    func testStreamedInflateEqualsWholeInflate() throws {
+        let payload: [UInt8] = (0..<300_000).map { (i: Int) -> UInt8 in UInt8(truncatingIfNeeded: (i * 7 + i / 1000) % 251) }
+        let compressed = Data(Compression.deflate(payload))
+        var pieces: [UInt8] = [], calls = 0
+        try Compression.inflate(compressed) { pieces += $0; calls += 1; return true }
+        XCTAssertEqual(pieces, payload)
+        XCTAssertGreaterThan(calls, 2)
+        XCTAssertEqual([UInt8](try Compression.inflate(compressed)), payload)
+        XCTAssertThrowsError(try Compression.inflate(compressed, limit: 100_000) { _ in true }) { error in
+            XCTAssertEqual(error as? Compression.Failure, .tooLarge(limit: 100_000))
+        }
+        // A consumer that stops early ends the stream without an error.
+        var seen = 0
+        try Compression.inflate(compressed) { seen += $0.count; return false }
+        XCTAssertEqual(seen, 1 << 16)
+    }
+
     func testShippedDataIsComplete() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Data")
         let train = try LabeledImages(directory: root.appendingPathComponent("mnist"), split: "train")
@@ -96,6 +178,11 @@ final class DataAndImageTests: XCTestCase {
         XCTAssertEqual(fromBytes, classifier.predict(fashion.batch(Array(0..<fashion.count)), batch: 250))
         XCTAssertGreaterThan(Set(fromBytes).count, 1)
         XCTAssertEqual(classifier.accuracy(on: fashion), Double(zip(fromBytes, fashion.labels).filter { $0 == $1 }.count) / Double(fashion.count))
+        // The same set read from disk a batch at a time: the same predictions and accuracy.
+        let onDisk = try DiskBackedImages([.init(directory: root.appendingPathComponent("fashion-mnist"), split: "t10k", slots: [1: 1, 7: 7, 8: 8])])
+        XCTAssertEqual(onDisk.labels, fashion.labels)
+        XCTAssertEqual(try classifier.predict(onDisk, batch: 64), fromBytes)
+        XCTAssertEqual(try classifier.accuracy(on: onDisk), classifier.accuracy(on: fashion))
     }
 
     func testPNGIsWellFormed() throws {

@@ -10,6 +10,7 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case countMismatch(images: Int, labels: Int)
     case invalidShape(path: String, reason: String)
     case notFound(String)
+    case temporaryFile(String)
 
     public var description: String {
         switch self {
@@ -20,6 +21,7 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
         case let .countMismatch(images, labels): return "\(images) images but \(labels) labels"
         case let .invalidShape(path, reason): return "'\(path)': \(reason)"
         case let .notFound(reason): return reason
+        case let .temporaryFile(reason): return "the on-disk image cache failed: \(reason)"
         }
     }
 }
@@ -47,6 +49,12 @@ public struct LabeledImages: Sendable {
 
     /// Reads `<prefix>-images-idx3-ubyte[.gz]` and `<prefix>-labels-idx1-ubyte[.gz]` in `directory`.
     public init(directory: URL, split: String) throws(DatasetError) {
+        let files = try Self.locate(directory: directory, split: split)
+        try self.init(images: files.images, labels: files.labels)
+    }
+
+    /// The images and labels files of `split` in `directory` (gzip'd preferred).
+    static func locate(directory: URL, split: String) throws(DatasetError) -> (images: URL, labels: URL) {
         func locate(_ name: String) throws(DatasetError) -> URL {
             for candidate in [name + ".gz", name] {
                 let url = directory.appendingPathComponent(candidate)
@@ -54,7 +62,7 @@ public struct LabeledImages: Sendable {
             }
             throw .notFound("no '\(name)' or '\(name).gz' in '\(directory.path)'")
         }
-        try self.init(images: try locate("\(split)-images-idx3-ubyte"), labels: try locate("\(split)-labels-idx1-ubyte"))
+        return (try locate("\(split)-images-idx3-ubyte"), try locate("\(split)-labels-idx1-ubyte"))
     }
 
     /// Reads an images file and a labels file already in memory (raw or gzip'd), as uploaded. Gzip
@@ -77,7 +85,7 @@ public struct LabeledImages: Sendable {
         return (header(0x803, [count, height, width]) + Data(pixels), header(0x801, [count]) + Data(labels.map { UInt8(clamping: $0) }))
     }
 
-    private static func read(_ url: URL, magic: UInt32, dimensions: Int) throws(DatasetError) -> ([UInt8], [Int]) {
+    static func read(_ url: URL, magic: UInt32, dimensions: Int) throws(DatasetError) -> ([UInt8], [Int]) {
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw .unreadable(path: url.path, reason: (error as NSError).localizedDescription) }
         return try decode(data, path: url.path, magic: magic, dimensions: dimensions, inflateLimit: 1 << 31)
@@ -131,10 +139,20 @@ public struct LabeledImages: Sendable {
     /// Images `indices` as a `[n, 1, H, W]` tensor scaled to [−1, 1] (diffusion) or [0, 1].
     public func batch(_ indices: [Int], range: ClosedRange<Float> = -1...1) -> Tensor {
         let size = height * width
+        return pixels.withUnsafeBufferPointer { p in
+            Self.tensor(images: indices.count, height: height, width: width, range: range) { p.baseAddress! + indices[$0] * size }
+        }
+    }
+
+    /// A `[n, 1, H, W]` tensor of `n` images whose bytes start at `image(row)`, scaled to `range`.
+    static func tensor(images n: Int, height: Int, width: Int, range: ClosedRange<Float>,
+                       image: (Int) -> UnsafePointer<UInt8>) -> Tensor {
+        let size = height * width
         let scale = (range.upperBound - range.lowerBound) / 255
-        return Tensor(shape: [indices.count, 1, height, width]) { out in
-            for (row, i) in indices.enumerated() {
-                for j in 0..<size { out[row * size + j] = range.lowerBound + scale * Float(pixels[i * size + j]) }
+        return Tensor(shape: [n, 1, height, width]) { out in
+            for row in 0..<n {
+                let bytes = image(row)
+                for j in 0..<size { out[row * size + j] = range.lowerBound + scale * Float(bytes[j]) }
             }
         }
     }

@@ -41,6 +41,21 @@ struct DataOptions: ParsableArguments {
     }
 }
 
+extension DataOptions {
+    /// The same images as ``load(split:digits:fashion:)``, streamed into a temporary file and read
+    /// a batch at a time: training then holds no copy of the data set (`DiskBackedImages`).
+    func loadOnDisk(split: String, digits: Set<Int>, fashion: Set<Int> = []) throws -> DiskBackedImages {
+        let root = try directory()
+        var parts = [DiskBackedImages.Part(directory: root.appendingPathComponent("mnist"), split: split,
+                                           slots: Dictionary(uniqueKeysWithValues: digits.map { ($0, $0) }))]
+        if !fashion.isEmpty {
+            parts.append(DiskBackedImages.Part(directory: root.appendingPathComponent("fashion-mnist"), split: split,
+                                               slots: Dictionary(uniqueKeysWithValues: fashion.map { ($0, Self.fashionSlots[$0]!) })))
+        }
+        do { return try DiskBackedImages(parts) } catch { throw CLIError(error.description) }
+    }
+}
+
 /// Parses "0-5,8,9" into integers.
 func parseRanges(_ text: String, name: String) throws -> [Int] {
     var values: [Int] = []
