@@ -50,30 +50,17 @@ public final class ImageClassifier: Module {
         predict(count: images.shape[0], batch: batch) { images.slice(alongAxis: 0, from: $0.lowerBound, to: $0.upperBound) }
     }
 
-    /// Predicted classes of a labelled image set, each batch converted from its bytes when it is
-    /// classified: the set is never held as one Float tensor (4 bytes a pixel, where the set keeps 1).
-    public func predict(_ data: LabeledImages, batch: Int = 64) -> [Int] {
-        predict(count: data.count, batch: batch) { data.batch(Array($0)) }
-    }
-
-    /// Predicted classes of any labelled image source (e.g. ``DiskBackedImages``), a batch read
-    /// at a time.
-    public func predict<Source: LabeledImageSource>(_ data: Source, batch: Int = 64) throws(DatasetError) -> [Int] {
-        try predict(count: data.count, batch: batch) { (range) throws(DatasetError) in try data.batch(Array(range), range: -1...1) }
+    /// Predicted classes of a labelled image set (in memory, or read from disk a batch at a time),
+    /// each batch converted from its bytes when it is classified: the set is never held as one
+    /// Float tensor (4 bytes a pixel, where the set keeps 1).
+    public func predict<Source: LabeledImageSource>(_ data: Source, batch: Int = 64) throws(Source.BatchFailure) -> [Int] {
+        try predict(count: data.count, batch: batch) { (range) throws(Source.BatchFailure) in try data.batch(Array(range), range: -1...1) }
     }
 
     /// Accuracy on a labelled image set, in [0, 1].
-    public func accuracy(on data: LabeledImages, batch: Int = 64) -> Double {
-        Self.accuracy(predict(data, batch: batch), labels: data.labels)
-    }
-
-    /// Accuracy on any labelled image source, in [0, 1].
-    public func accuracy<Source: LabeledImageSource>(on data: Source, batch: Int = 64) throws(DatasetError) -> Double {
-        Self.accuracy(try predict(data, batch: batch), labels: data.labels)
-    }
-
-    private static func accuracy(_ predicted: [Int], labels: [Int]) -> Double {
-        Double(zip(predicted, labels).filter { $0 == $1 }.count) / Double(Swift.max(labels.count, 1))
+    public func accuracy<Source: LabeledImageSource>(on data: Source, batch: Int = 64) throws(Source.BatchFailure) -> Double {
+        let predicted = try predict(data, batch: batch)
+        return Double(zip(predicted, data.labels).filter { $0 == $1 }.count) / Double(Swift.max(data.count, 1))
     }
 
     /// Inference keeps one batch's activations at a time, so the batch bounds its memory: at 64

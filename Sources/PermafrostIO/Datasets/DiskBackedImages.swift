@@ -9,15 +9,19 @@ import PermafrostTensor
 /// Labelled images that hand out batches: a set held in memory (``LabeledImages``) or one read from
 /// disk a batch at a time (``DiskBackedImages``).
 public protocol LabeledImageSource {
+    /// What reading a batch can throw: `Never` for a set in memory.
+    associatedtype BatchFailure: Error
     var count: Int { get }
     var labels: [Int] { get }
     var height: Int { get }
     var width: Int { get }
     /// Images `indices` as a `[n, 1, H, W]` tensor with pixels scaled to `range`.
-    func batch(_ indices: [Int], range: ClosedRange<Float>) throws(DatasetError) -> Tensor
+    func batch(_ indices: [Int], range: ClosedRange<Float>) throws(BatchFailure) -> Tensor
 }
 
-extension LabeledImages: LabeledImageSource {}
+extension LabeledImages: LabeledImageSource {
+    public typealias BatchFailure = Never
+}
 
 /// Labelled 8-bit images kept in an unlinked temporary file and read a batch at a time.
 ///
@@ -39,6 +43,7 @@ public final class DiskBackedImages: LabeledImageSource, @unchecked Sendable {
         }
     }
 
+    public typealias BatchFailure = DatasetError
     public let labels: [Int]
     public let height: Int
     public let width: Int
@@ -53,7 +58,7 @@ public final class DiskBackedImages: LabeledImageSource, @unchecked Sendable {
         guard descriptor >= 0 else {
             throw .temporaryFile("cannot create a file in '\(temporaryDirectory.path)': \(String(cString: strerror(errno)))")
         }
-        unlink(String(cString: template))
+        _ = template.withUnsafeBufferPointer { unlink($0.baseAddress!) }
         var writer = BufferedWriter(descriptor: descriptor)
         var labels: [Int] = []
         var shape: (height: Int, width: Int)?
@@ -134,8 +139,9 @@ private struct IDXImageStream {
     let path: String
     let labelCount: Int
     let keep: [Int?]
-    var header: [UInt8] = []
-    var imageBytes = 0
+    var headerBytes: [UInt8] = []
+    /// `[count, height, width]`, once the whole header has been read and checked.
+    var header: [Int]?
     var payloadSeen = 0
     var failure: DatasetError?
 
@@ -146,13 +152,20 @@ private struct IDXImageStream {
     /// Takes the next piece of the file; `false` stops the stream (on a bad header or write error).
     mutating func consume(_ piece: UnsafeRawBufferPointer, writer: inout BufferedWriter) -> Bool {
         var offset = 0
-        if header.count < 16 {
-            let take = min(16 - header.count, piece.count)
-            header += piece[0..<take]
-            offset = take
-            guard header.count == 16 else { return true }
-            if let problem = headerProblem() { failure = problem; return false }
+        if header == nil {
+            offset = min(16 - headerBytes.count, piece.count)
+            headerBytes += piece[0..<offset]
+            guard headerBytes.count == 16 else { return true }
+            do throws(DatasetError) {
+                let parsed = try LabeledImages.header(of: headerBytes, path: path, magic: 0x803, dimensions: 3)
+                guard parsed[0] == labelCount else { throw .countMismatch(images: parsed[0], labels: labelCount) }
+                header = parsed
+            } catch {
+                failure = error
+                return false
+            }
         }
+        let imageBytes = header![1] * header![2]
         let total = labelCount * imageBytes
         while offset < piece.count && payloadSeen < total {
             let image = payloadSeen / imageBytes, within = payloadSeen % imageBytes
@@ -169,25 +182,16 @@ private struct IDXImageStream {
         return true
     }
 
-    private mutating func headerProblem() -> DatasetError? {
-        func word(_ i: Int) -> Int { header[i..<(i + 4)].reduce(0) { $0 << 8 | Int($1) } }
-        guard word(0) == 0x803 else { return .badMagic(path: path, found: UInt32(word(0)), expected: 0x803) }
-        guard word(4) == labelCount else { return .countMismatch(images: word(4), labels: labelCount) }
-        let (height, width) = (word(8), word(12))
-        guard (1...4096).contains(height), (1...4096).contains(width) else {
-            return .invalidShape(path: path, reason: "image size [\(height), \(width)] outside 1…4096")
-        }
-        imageBytes = height * width
-        return nil
-    }
-
     func finish() throws(DatasetError) -> (height: Int, width: Int) {
         if let failure { throw failure }
-        guard header.count == 16 else { throw .truncated(path: path, expectedBytes: 16, actualBytes: header.count) }
-        guard payloadSeen == labelCount * imageBytes else {
-            throw .truncated(path: path, expectedBytes: labelCount * imageBytes, actualBytes: payloadSeen)
+        guard let header else {
+            // Shorter than a header: the shared check says whether it is the wrong kind of file or cut short.
+            _ = try LabeledImages.header(of: headerBytes, path: path, magic: 0x803, dimensions: 3)
+            throw .truncated(path: path, expectedBytes: 16, actualBytes: headerBytes.count)
         }
-        return (Int(header[8..<12].reduce(0) { $0 << 8 | UInt32($1) }), Int(header[12..<16].reduce(0) { $0 << 8 | UInt32($1) }))
+        let expected = labelCount * header[1] * header[2]
+        guard payloadSeen == expected else { throw .truncated(path: path, expectedBytes: expected, actualBytes: payloadSeen) }
+        return (header[1], header[2])
     }
 }
 

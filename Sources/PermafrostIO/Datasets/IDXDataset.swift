@@ -98,16 +98,26 @@ public struct LabeledImages: Sendable {
         }
         // Read in place: one copy of the payload, not three (a 20,000-image file is 16 MB).
         let start = data.startIndex, count = data.count
+        let header = try Self.header(of: data, path: path, magic: magic, dimensions: dimensions)
         let headerSize = 4 + 4 * dimensions
-        func word(_ i: Int) -> UInt32 { data[(start + i)..<(start + i + 4)].reduce(0) { $0 << 8 | UInt32($1) } }
-        guard count >= 4 else { throw .truncated(path: path, expectedBytes: headerSize, actualBytes: count) }
-        guard word(0) == magic else { throw .badMagic(path: path, found: word(0), expected: magic) }
-        guard count >= headerSize else { throw .truncated(path: path, expectedBytes: headerSize, actualBytes: count) }
-        let header = (0..<dimensions).map { Int(word(4 + 4 * $0)) }
-        guard header.dropFirst().allSatisfy({ $0 > 0 && $0 <= 4096 }) else { throw .invalidShape(path: path, reason: "image size \(header.dropFirst()) outside 1…4096") }
         let expected = header.reduce(1, *)
         guard count - headerSize >= expected else { throw .truncated(path: path, expectedBytes: expected, actualBytes: count - headerSize) }
         return ([UInt8](data[(start + headerSize)..<(start + headerSize + expected)]), header)
+    }
+
+    /// The `dimensions` sizes in the IDX header at the start of `bytes`, checked: the magic number
+    /// first (so a file of the wrong kind says so even when short), then a whole header, then image
+    /// sizes in 1…4096.
+    static func header(of bytes: some Collection<UInt8>, path: String, magic: UInt32, dimensions: Int) throws(DatasetError) -> [Int] {
+        let headerSize = 4 + 4 * dimensions
+        let prefix = Array(bytes.prefix(headerSize))
+        func word(_ i: Int) -> UInt32 { prefix[i..<(i + 4)].reduce(0) { $0 << 8 | UInt32($1) } }
+        guard prefix.count >= 4 else { throw .truncated(path: path, expectedBytes: headerSize, actualBytes: prefix.count) }
+        guard word(0) == magic else { throw .badMagic(path: path, found: word(0), expected: magic) }
+        guard prefix.count >= headerSize else { throw .truncated(path: path, expectedBytes: headerSize, actualBytes: prefix.count) }
+        let header = (0..<dimensions).map { Int(word(4 + 4 * $0)) }
+        guard header.dropFirst().allSatisfy({ $0 > 0 && $0 <= 4096 }) else { throw .invalidShape(path: path, reason: "image size \(header.dropFirst()) outside 1…4096") }
+        return header
     }
 
     /// The images with these labels, in order.
