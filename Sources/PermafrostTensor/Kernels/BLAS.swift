@@ -33,7 +33,8 @@ enum BLAS {
         let ldc = ldc ?? n
         // BLAS runs single-threaded; the engine splits large products across its own pool. OpenBLAS's
         // threads spin for ~0.1 s after each call and starve any other thread on a 2-core machine, so
-        // one pool for everything is much faster than two pools fighting.
+        // one pool for everything is much faster than two pools fighting (their pool is stopped:
+        // ``OpenBLASServerThreads``).
         let threads = Parallel.threadCount
         if threads > 1 && m * n * k >= 1 << 21 && max(m, n) >= 2 * threads * 16 {
             let splitRows = m > n

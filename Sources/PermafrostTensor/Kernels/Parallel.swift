@@ -12,8 +12,8 @@ import Synchronization
 /// The engine's thread pool setting and its fork-join helper.
 ///
 /// The thread count comes from `PERMAFROST_THREADS` (default: the number of cores) and can be
-/// changed at run time (the CLI's `--threads`); it also sets BLAS's own thread count, so one setting
-/// governs all the engine's parallelism.
+/// changed at run time (the CLI's `--threads`). BLAS itself always runs single-threaded inside this
+/// pool, so one setting governs all the engine's parallelism.
 public enum Parallel {
     private static let configured = Mutex<Int?>(nil)
 
@@ -24,14 +24,14 @@ public enum Parallel {
                 if let value { return value }
                 let initial = defaultThreadCount()
                 value = initial
-                applyToBLAS(initial)
+                _ = blasConfigured
                 return initial
             }
         }
         set {
             let clamped = max(1, newValue)
             configured.withLock { $0 = clamped }
-            applyToBLAS(clamped)
+            _ = blasConfigured
         }
     }
 
@@ -43,14 +43,20 @@ public enum Parallel {
         return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
-    /// BLAS always runs single-threaded inside the engine's own pool (see `BLAS.sgemm`). The first
-    /// call also checks that OpenBLAS loaded kernels that fit the CPU (``BLASCoreSelection``).
-    private static func applyToBLAS(_ threads: Int) {
+    /// Set up by the first use of the thread count: checks that OpenBLAS loaded kernels that fit the
+    /// CPU (``BLASCoreSelection``), makes it single-threaded (the engine splits products across its
+    /// own pool, see `BLAS.sgemm`) and stops the server threads it started at load
+    /// (``OpenBLASServerThreads``). Once only, whatever later `threadCount` changes: OpenBLAS 0.3.21's
+    /// `openblas_set_num_threads` restarts a stopped server (its after-`fork` re-initialisation), so
+    /// calling it again would bring the spinning threads back.
+    private static let blasConfigured: Bool = {
         #if canImport(CBLAS)
         _ = BLASCoreSelection.outcome
         openblas_set_num_threads(1)
+        _ = OpenBLASServerThreads.stopped
         #endif
-    }
+        return true
+    }()
 
     /// Runs `body(0..<parts)` in parallel, one call per part.
     public static func run(_ parts: Int, _ body: (Int) -> Void) {
