@@ -48,25 +48,23 @@ public enum BLASCoreSelection {
 
     private static func select() -> Outcome? {
         #if os(Linux)
-        guard let program = dlopen(nil, RTLD_NOW),
-              let nameSymbol = dlsym(program, "openblas_get_corename") else { return nil }
         typealias CoreName = @convention(c) () -> UnsafeMutablePointer<CChar>?
-        let coreName = unsafeBitCast(nameSymbol, to: CoreName.self)
-        guard let raw = coreName() else { return nil }
+        typealias Hook = @convention(c) () -> Void
+        guard let coreName = LoadedSymbols.function("openblas_get_corename", as: CoreName.self),
+              let raw = coreName() else { return nil }
         let detected = String(cString: raw)
         let userChoice = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) } ?? ""
         guard userChoice.isEmpty, preAVXCores.contains(detected.lowercased()),
               let flags = cpuFlags(), let preferred = preferredCore(cpuFlags: flags),
-              let quitSymbol = dlsym(program, "gotoblas_dynamic_quit"),
-              let initSymbol = dlsym(program, "gotoblas_dynamic_init") else {
+              let quit = LoadedSymbols.function("gotoblas_dynamic_quit", as: Hook.self),
+              let initialise = LoadedSymbols.function("gotoblas_dynamic_init", as: Hook.self) else {
             return Outcome(detected: detected, active: detected)
         }
-        typealias Hook = @convention(c) () -> Void
         // `gotoblas_dynamic_init` reads OPENBLAS_CORETYPE; `quit` clears the current choice so init
         // chooses again. Nothing has called BLAS yet (this runs before the first product).
         setenv("OPENBLAS_CORETYPE", preferred, 1)
-        unsafeBitCast(quitSymbol, to: Hook.self)()
-        unsafeBitCast(initSymbol, to: Hook.self)()
+        quit()
+        initialise()
         unsetenv("OPENBLAS_CORETYPE")
         let active = coreName().map { String(cString: $0) } ?? preferred
         return Outcome(detected: detected, active: active)

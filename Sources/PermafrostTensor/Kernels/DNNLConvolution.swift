@@ -226,10 +226,7 @@ enum DNNLConvolution {
 
     /// libgomp's `omp_set_num_threads`, looked up in the process (libdnnl loads it): each calling
     /// thread asks for a team of one, so a primitive runs on the thread that executes it.
-    private static let setOpenMPThreads: (@convention(c) (Int32) -> Void)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "omp_set_num_threads") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32) -> Void).self)
-    }()
+    private static let setOpenMPThreads = LoadedSymbols.function("omp_set_num_threads", as: (@convention(c) (Int32) -> Void).self)
 
     enum Kind: Hashable { case forward(bias: Bool), backwardData, backwardWeights }
 

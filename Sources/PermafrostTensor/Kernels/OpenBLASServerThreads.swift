@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Stops the thread pool that a pthreads OpenBLAS starts when it loads.
 ///
 /// The engine calls BLAS single-threaded from its own ``WorkerPool``, so OpenBLAS's server threads
@@ -22,13 +18,9 @@ enum OpenBLASServerThreads {
     static let stopped: Bool = stop()
 
     private static func stop() -> Bool {
-        #if os(Linux)
-        guard let program = dlopen(nil, RTLD_NOW),
-              let shutdown = dlsym(program, "blas_thread_shutdown_") else { return false }
-        typealias Shutdown = @convention(c) () -> Int32
-        return unsafeBitCast(shutdown, to: Shutdown.self)() == 0
-        #else
-        return false
-        #endif
+        guard let shutdown = LoadedSymbols.function("blas_thread_shutdown_", as: (@convention(c) () -> Int32).self) else {
+            return false
+        }
+        return shutdown() == 0
     }
 }
