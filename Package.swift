@@ -1,18 +1,27 @@
 // swift-tools-version: 6.0
+import Foundation
 import PackageDescription
 
 /// Release builds of the numeric kernels skip Swift's overflow and bounds checks (the kernels validate
 /// shapes up front; the checks block auto-vectorisation) and, on x86-64, target AVX2+FMA (Haswell,
 /// 2013, and every later x86-64 server): measured 8% faster UNet training steps than the SSE2
 /// baseline. Apple Silicon and other hosts keep their default CPU.
+///
+/// These are unsafe flags, which SwiftPM refuses (or older toolchains refuse) in a package that another
+/// package depends on by version, and which would force Haswell code on the other package's users. So
+/// they apply only where Permafrost itself is the root package: a checkout under another package's
+/// `.build/checkouts/` builds portable code, and `PERMAFROST_PORTABLE=1` does the same here.
+let isDependencyCheckout = Context.packageDirectory.contains("/.build/checkouts/")
+    || Context.packageDirectory.contains("/SourcePackages/checkouts/")
+let nativeKernels = !isDependencyCheckout && Context.environment["PERMAFROST_PORTABLE"] == nil
 #if arch(x86_64)
 let cpuFlags = ["-target-cpu", "haswell"]
 #else
 let cpuFlags: [String] = []
 #endif
-let kernelSettings: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release)),
-]
+let kernelSettings: [SwiftSetting] = nativeKernels
+    ? [.unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release))]
+    : []
 
 let package = Package(
     name: "Permafrost",
@@ -24,7 +33,7 @@ let package = Package(
         .library(name: "PermafrostModels", targets: ["PermafrostModels"]),
         .library(name: "PermafrostDiffusion", targets: ["PermafrostDiffusion"]),
         .library(name: "PermafrostEval", targets: ["PermafrostEval"]),
-        .library(name: "PermafrostFreeze", targets: ["PermafrostFreeze"]),
+        .library(name: "PermafrostGuard", targets: ["PermafrostGuard"]),
         .library(name: "PermafrostService", targets: ["PermafrostService"]),
         .executable(name: "permafrost", targets: ["permafrost"]),
     ],
@@ -81,32 +90,40 @@ let package = Package(
         ),
         .target(
             name: "PermafrostModels",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO"],
+            dependencies: ["PermafrostNN", "PermafrostIO"],
             swiftSettings: kernelSettings
         ),
         .target(
             name: "PermafrostDiffusion",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels"],
+            dependencies: ["PermafrostNN", "PermafrostIO", "PermafrostModels"],
             swiftSettings: kernelSettings
         ),
         .target(
             name: "PermafrostEval",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels",
+            dependencies: ["PermafrostModels",
                            .target(name: "CBLAS", condition: .when(platforms: [.linux]))],
             swiftSettings: kernelSettings,
             linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
+        // Guards: the signed manifest, the learner, the evaluation protocols and GuardedFineTune, the
+        // one guarded fine-tuning path that the CLI, the service and the evaluations all call.
         .target(
-            name: "PermafrostFreeze",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion",
+            name: "PermafrostGuard",
+            dependencies: ["PermafrostDiffusion", "PermafrostEval",
                            .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: kernelSettings
+        ),
+        // Speed and memory beside the PyTorch peers: workloads, timed steps, peer processes.
+        .target(
+            name: "PermafrostBench",
+            dependencies: ["PermafrostDiffusion"],
             swiftSettings: kernelSettings
         ),
         // The enforced fine-tuning service: the one target that pulls in SwiftNIO, Hummingbird and
         // SQLite, so engine work does not rebuild them.
         .target(
             name: "PermafrostService",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion", "PermafrostFreeze",
+            dependencies: ["PermafrostGuard",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -118,13 +135,8 @@ let package = Package(
         .executableTarget(
             name: "permafrost",
             dependencies: [
-                "PermafrostTensor",
-                "PermafrostNN",
-                "PermafrostIO",
-                "PermafrostModels",
-                "PermafrostDiffusion",
-                "PermafrostEval",
-                "PermafrostFreeze",
+                "PermafrostGuard",
+                "PermafrostBench",
                 "PermafrostService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -135,28 +147,31 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
-            name: "PermafrostModelsTests",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion", "PermafrostEval"],
+            name: "PermafrostNNTests",
+            dependencies: ["PermafrostNN", "PermafrostIO", "PermafrostModels"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
-            name: "PermafrostFreezeTests",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostDiffusion", "PermafrostFreeze",
-                           .product(name: "Crypto", package: "swift-crypto")]
+            name: "PermafrostIOTests",
+            dependencies: ["PermafrostIO"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "PermafrostModelsTests",
+            dependencies: ["PermafrostModels", "PermafrostDiffusion", "PermafrostEval"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "PermafrostGuardTests",
+            dependencies: ["PermafrostGuard", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .testTarget(
+            name: "PermafrostServiceTests",
+            dependencies: ["PermafrostService", "permafrost", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .testTarget(
             name: "PermafrostCLITests",
             dependencies: ["PermafrostIO", "permafrost"]
-        ),
-        .testTarget(
-            name: "PermafrostServiceTests",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels", "PermafrostFreeze", "permafrost",
-                           .product(name: "Crypto", package: "swift-crypto")]
-        ),
-        .testTarget(
-            name: "PermafrostNNTests",
-            dependencies: ["PermafrostTensor", "PermafrostNN", "PermafrostIO", "PermafrostModels"],
-            resources: [.copy("Fixtures")]
         ),
     ]
 )

@@ -59,7 +59,13 @@ public final class DiffusionTrainer {
     /// Exponential moving average of every parameter, by name.
     public private(set) var averaged: [String: Tensor]?
     public private(set) var step = 0
-    /// Decides the frozen set before each step (SlimFit, staged, static); guards stay frozen.
+    /// The run's own frozen set, on top of any enforced guard already applied to the model (a user's
+    /// plan). Between steps the model is frozen exactly so; a ``scheduler``'s plan is an overlay on
+    /// it for one step at a time, so a model or delta saved after any step holds every tensor the run
+    /// could train.
+    public private(set) var basePlan = FreezePlan()
+    /// Decides extra frozen tensors before each step (SlimFit, staged, static), over ``basePlan``;
+    /// enforced tensors stay frozen whatever it says.
     public var scheduler: FreezeScheduler?
     /// How activation functions keep their saved tensors (int8: SlimFit's compression).
     public var activationCompression: ActivationCompression = .none
@@ -82,24 +88,30 @@ public final class DiffusionTrainer {
                                     warmupSteps: options.warmupSteps, totalSteps: options.steps).rate(atStep: step)
     }
 
+    /// Freezes `plan`'s tensors for the whole run (in addition to any enforced guard): the run's
+    /// ``basePlan``. Names the model lacks are an error listing the closest names.
+    public func setBasePlan(_ plan: FreezePlan) throws(FreezeError) {
+        try model.replaceFreezing(with: plan)
+        basePlan = plan
+    }
+
     /// Runs one step and returns its loss and memory.
     public func trainStep() throws -> TrainingStepResult {
         var generator = PhiloxGenerator(seed: options.seed, stream: UInt64(step))
-        let indices = (0..<options.batchSize).map { _ in Int(generator.nextUInt32()) % data.count }
-        let images = data.batch(indices)
-        let labels = indices.map { data.labels[$0] }
-        let noise = Tensor(randomNormal: images.shape, generator: &generator)
-        let timesteps = indices.map { _ in Int(generator.nextUInt32()) % schedule.trainTimesteps }
-        let noisy = schedule.addNoise(images, noise: noise, timesteps: timesteps)
+        let batch = schedule.batch(of: data, size: options.batchSize, generator: &generator)
         optimizer.learningRate = learningRate(at: step)
-        if let scheduler { try model.applySchedule(scheduler, step: step, optimizer: optimizer) }
+        if let scheduler {
+            try model.applySchedule(UnionFreezeScheduler(scheduler, plus: basePlan), step: step, optimizer: optimizer)
+        }
         let result = try ActivationCompression.with(activationCompression) {
             try model.trainingStep(optimizer: optimizer, clipGradientNorm: options.gradientClip) {
-                meanSquaredError(model(noisy, timesteps: timesteps.map(Float.init), classLabels: labels), noise)
+                epsilonPredictionLoss(model, on: batch)
             }
         }
         step += 1
         updateAverage()
+        // The scheduler's overlay lasts one step: back to the run's own plan.
+        if scheduler != nil { try model.replaceFreezing(with: basePlan) }
         return result
     }
 
@@ -200,4 +212,19 @@ public final class DiffusionTrainer {
 public struct DiffusionCheckpointError: Error, CustomStringConvertible {
     public var path: String
     public var description: String { "'\(path)' is not a Permafrost training state (missing step, options or optimizer metadata)" }
+}
+
+extension DiffusionTrainingOptions {
+    /// Pretraining from scratch: a warm-up of a tenth of the steps (at most 200), EMA `emaDecay` (nil: none).
+    public static func pretraining(steps: Int, batchSize: Int, learningRate: Float, emaDecay: Float?, checkpointEvery: Int, seed: UInt64) -> DiffusionTrainingOptions {
+        var options = DiffusionTrainingOptions()
+        options.steps = steps
+        options.batchSize = batchSize
+        options.learningRate = learningRate
+        options.warmupSteps = Swift.min(200, steps / 10)
+        options.emaDecay = emaDecay
+        options.checkpointEvery = checkpointEvery
+        options.seed = seed
+        return options
+    }
 }

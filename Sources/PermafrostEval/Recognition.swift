@@ -26,3 +26,28 @@ public enum QualityEvaluation {
         return GenerationQuality(recognitionRate: rate, fid: fid, samples: requested.count)
     }
 }
+
+/// Samples of a diffusion model scored by the evaluation classifier: overall and per class.
+public struct SampleEvaluation: Sendable {
+    public var quality: GenerationQuality
+    /// Recognition rate of each requested slot's samples.
+    public var perClass: [Int: Double]
+
+    /// Scores `images`, generated for `requested` slots (same order), against the real images `real`.
+    public init(classifier: ImageClassifier, images: Tensor, requested: [Int], real: Tensor) throws {
+        quality = try QualityEvaluation.evaluate(classifier: classifier, generated: images, requested: requested, real: real)
+        let predicted = classifier.predict(images)
+        var perClass: [Int: Double] = [:]
+        for slot in Set(requested) {
+            let indices = requested.indices.filter { requested[$0] == slot }
+            perClass[slot] = Double(indices.filter { predicted[$0] == slot }.count) / Double(indices.count)
+        }
+        self.perClass = perClass
+    }
+
+    /// The first `count` samples of each slot in `slots`, in order (for a picture grid).
+    public static func firstSamples(of images: Tensor, requested: [Int], slots: [Int], count: Int) -> Tensor {
+        let firsts = slots.flatMap { slot in requested.indices.filter { requested[$0] == slot }.prefix(count) }
+        return Tensor.concatenate(firsts.map { images.slice(alongAxis: 0, from: $0, to: $0 + 1) }, alongAxis: 0)
+    }
+}

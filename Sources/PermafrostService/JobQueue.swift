@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PermafrostGuard
 import PermafrostIO
 import Metrics
 import Synchronization
@@ -161,7 +162,7 @@ public actor JobScheduler {
             return
         }
         let thread = Thread {
-            let outcome: Result<VerificationReport, Error>
+            let outcome: Result<FineTuneReport, Error>
             let lastWrite = Mutex<Date>(.distantPast)
             do {
                 outcome = .success(try runner.run(job: job, parameters: parameters, isCancelled: { flag.isSet }) { p in
@@ -195,16 +196,16 @@ public actor JobScheduler {
         thread.start()
     }
 
-    struct SendableOutcome: @unchecked Sendable { var outcome: Result<VerificationReport, Error> }
+    struct SendableOutcome: @unchecked Sendable { var outcome: Result<FineTuneReport, Error> }
 
-    private func complete(_ id: String, outcome: Result<VerificationReport, Error>) async throws {
+    private func complete(_ id: String, outcome: Result<FineTuneReport, Error>) async throws {
         running[id] = nil
         Gauge(label: "permafrost_jobs_running").record(running.count)
         switch outcome {
         case let .success(report):
             let files = JobFiles(root: runner.dataRoot, id: id)
             let reportDigest = try sha256Hex(of: files.report)
-            let record = try await store.updateJob(id: id, action: "job.succeed", detail: "delta \(report.deltaSHA256)") {
+            let record = try await store.updateJob(id: id, action: "job.succeed", detail: "delta \(report.deltaSHA256 ?? "")") {
                 $0.state = .succeeded; $0.step = report.steps; $0.finishedAt = Date(); $0.loss = report.finalLoss
                 $0.deltaSHA256 = report.deltaSHA256; $0.reportSHA256 = reportDigest
                 $0.message = "all \(report.guardedTensors.count) guarded tensors bit-identical to the base"

@@ -1,5 +1,6 @@
 import Foundation
 import PermafrostNN
+import PermafrostTensor
 
 /// Bounds on what a user may ask of a fine-tuning job.
 public struct JobLimits: Sendable {

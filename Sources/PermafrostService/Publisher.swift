@@ -1,5 +1,5 @@
 import Foundation
-import PermafrostFreeze
+import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
 
@@ -31,10 +31,8 @@ public struct PublishedModel: Sendable {
         guard changed.isEmpty else { throw GuardError.tensorChanged(names: changed) }
     }
 
-    /// A fresh copy of the base with the guard enforced.
+    /// A fresh copy of the base (a job's ``GuardedFineTune`` enforces the guard on it).
     public func loadBase() throws -> UNet2DModel {
-        let model = try UNet2DModel(directory: baseDirectory)
-        try model.apply(manifest.plan)
-        return model
+        try UNet2DModel(directory: baseDirectory)
     }
 }

@@ -77,7 +77,7 @@ struct CheckpointCommand: ParsableCommand {
                 }
                 try SafetensorsWriter.write(items, metadata: file.metadata, to: URL(fileURLWithPath: output))
                 print("wrote \(output): \(items.count) tensors as \(target.rawValue)")
-            } catch let error as SafetensorsError {
+            } catch {
                 throw CLIError(error.description)
             }
         }

@@ -1,41 +1,11 @@
 import ArgumentParser
 import Foundation
 import PermafrostDiffusion
-import PermafrostFreeze
+import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
 import PermafrostNN
 import PermafrostTensor
-
-/// What a fine-tuning run did, written as `report.json` beside its outputs.
-struct FinetuneReport: Codable {
-    var base: String
-    var baseSHA256: String
-    var guardFile: String?
-    var guardPublicKey: String?
-    var guardedTensors: Int
-    /// Every guarded tensor's SHA-256 after training equals the manifest's (and so the base's).
-    var guardedTensorsBitIdentical: Bool?
-    var changedGuardedTensors: [String]
-    var frozenTensors: Int
-    var trainableTensors: Int
-    var trainableParameters: Int
-    var steps: Int
-    var finalLoss: Float
-    var secondsPerStep: Double
-    var memory: MemoryReport?
-    /// Largest per-step tensor peak after the first 10 steps (SlimFit trains everything at first).
-    var steadyPeakTensorBytes: Int?
-    /// Median seconds per step after the first 10.
-    var medianSecondsPerStep: Double?
-    /// The process's peak resident set size, MiB.
-    var peakRSSMegabytes: Double?
-    var scheduler: String?
-    var activationCompression: Bool?
-    /// Inputs kept for weight gradients were 8-bit too.
-    var weightInputCompression: Bool?
-    var classSlots: [Int]
-}
 
 /// `permafrost finetune`: the user's fine-tuning, with a publisher's guard enforced.
 struct Finetune: ParsableCommand {
@@ -74,31 +44,19 @@ struct Finetune: ParsableCommand {
     func run() throws {
         try engine.apply()
         let baseURL = URL(fileURLWithPath: base)
-        let baseWeights = weightsURL(base)
-        let baseDigest = try sha256Hex(of: baseWeights)
-        var manifest: GuardManifest?
-        if let guardPath = self.guard {
-            do {
-                let m = try GuardManifest.load(from: URL(fileURLWithPath: guardPath))
-                try m.verifySignature(trustedKey: try publisherKey.map { try GuardKeys.publicKey(from: URL(fileURLWithPath: $0)) })
-                try m.verifyBase(baseWeights)
-                manifest = m
-            } catch let error as GuardError {
-                throw CLIError("refusing to fine-tune: \(error.description)")
-            }
+        let manifest = try self.guard.map { path in
+            do { return try GuardManifest.load(from: URL(fileURLWithPath: path)) } catch let error as GuardError { throw CLIError("refusing to fine-tune: \(error.description)") }
         }
-        let model = try UNet2DModel(directory: baseURL)
-        try requireCompatible(model, slots: 1)
-        var userFrozen = FreezePlan()
-        do {
-            if let manifest { try model.apply(manifest.plan) }
-            if let plan {
-                let userPlan = try JSONDecoder().decode(FreezePlan.self, from: Data(contentsOf: URL(fileURLWithPath: plan)))
-                userFrozen = FreezePlan(frozen: userPlan.frozen, frozenRows: userPlan.frozenRows.mapValues { $0.map(\.range) })
-                try model.apply(userFrozen)
+        let trustedKey = try publisherKey.map { path in
+            do { return try GuardKeys.publicKey(from: URL(fileURLWithPath: path)) } catch let error as GuardError { throw CLIError("refusing to fine-tune: \(error.description)") }
+        }
+        let origin = try GuardedFineTune.Base(directory: baseURL)
+        try requireCompatible(origin.model, slots: 1)
+        var userPlan = FreezePlan()
+        if let plan {
+            do { userPlan = try JSONDecoder().decode(FreezePlan.self, from: Data(contentsOf: URL(fileURLWithPath: plan))) } catch {
+                throw CLIError("--plan: '\(plan)' is not a FreezePlan JSON file: \(error)")
             }
-        } catch let error as FreezeError {
-            throw CLIError(error.description)
         }
         var data = try dataOptions.load(split: "train", digits: Set(try digits.map { try parseRanges($0, name: "--digits") } ?? []),
                                         fashion: Set(try fashion.map { try parseRanges($0, name: "--fashion") } ?? []))
@@ -113,62 +71,36 @@ struct Finetune: ParsableCommand {
             }
             data = data.relabeled(map)
         }
-        if let limit = model.config.numClassEmbeds, let bad = data.labels.first(where: { $0 >= limit }) {
-            throw ValidationError("class slot \(bad) is outside the model's \(limit) slots")
-        }
-        let options = DiffusionTrainingOptions.fineTuning(steps: steps, batchSize: batch, learningRate: learningRate, seed: seed)
-        let trainer = DiffusionTrainer(model: model, data: data, options: options)
-        trainer.activationCompression = activationCompressionMode(compressActivations, weightInputs: compressWeightInputs)
+        let schedule: FineTuneScheduler
         switch scheduler {
-        case "none": break
-        case "slimfit":
-            guard freezeBudget >= 0, freezeBudget < 1 else { throw ValidationError("--freeze-budget must be in [0, 1)") }
-            trainer.scheduler = UnionFreezeScheduler(SlimFitScheduler(budget: freezeBudget), plus: userFrozen)
+        case "none": schedule = .none
+        case "slimfit": schedule = .slimFit(budget: freezeBudget)
         default: throw ValidationError("--scheduler must be none or slimfit, got '\(scheduler)'")
         }
-        MemoryStatistics.returnFreeMemoryToSystem()
+        let settings = FineTuneSettings(steps: steps, batchSize: batch, learningRate: learningRate, seed: seed, scheduler: schedule,
+                                        activationCompression: activationCompressionMode(compressActivations, weightInputs: compressWeightInputs))
+        let out = URL(fileURLWithPath: output)
         let bar = ProgressBar(total: steps, label: "finetune")
         bar.quiet = quiet
-        var lastLoss: Float = .nan, memory: MemoryReport?, steadyPeak = 0, stepTimes: [Double] = []
-        let start = Date()
-        var stepStart = Date()
-        try trainer.train(checkpointDirectory: nil) { p in
-            lastLoss = p.averageLoss
-            memory = p.memory
-            if p.step > 10 { steadyPeak = max(steadyPeak, p.memory.peakBytes); stepTimes.append(Date().timeIntervalSince(stepStart)) }
-            stepStart = Date()
-            bar.update(p.step, detail: String(format: "loss %.4f", p.averageLoss))
+        var report: FineTuneReport
+        do {
+            let fineTune = try GuardedFineTune(base: origin, guard: manifest, trustedPublisherKey: trustedKey, userPlan: userPlan, data: data, settings: settings)
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+            report = try fineTune.run(delta: out.appendingPathComponent("delta.safetensors"), progress: { p in
+                bar.update(p.step, detail: String(format: "loss %.4f", p.averageLoss))
+            })
+            try fineTune.model.save(directory: out.appendingPathComponent("model"))
+        } catch let error as GuardedFineTuneError {
+            throw CLIError(error.description)
         }
-        let seconds = Date().timeIntervalSince(start)
-        // The delta must hold every tensor the user could train: SlimFit's last step may have frozen
-        // some for a moment, so go back to the run's own frozen set (guard + user plan) first.
-        try model.replaceFreezing(with: userFrozen)
-        let out = URL(fileURLWithPath: output)
-        try model.save(directory: out.appendingPathComponent("model"))
-        try DeltaCheckpoint.save(model, baseDigest: baseDigest, to: out.appendingPathComponent("delta.safetensors"))
-        let changed = try manifest.map { try $0.changedTensors(in: model) } ?? []
-        let report = FinetuneReport(
-            base: base, baseSHA256: baseDigest, guardFile: self.guard, guardPublicKey: manifest?.publicKey,
-            guardedTensors: manifest?.frozen.count ?? 0, guardedTensorsBitIdentical: manifest.map { _ in changed.isEmpty },
-            changedGuardedTensors: changed, frozenTensors: model.frozenParameters().count, trainableTensors: model.trainableParameters().count,
-            trainableParameters: model.trainableParameters().reduce(0) { $0 + $1.parameter.value.count },
-            steps: steps, finalLoss: lastLoss, secondsPerStep: seconds / Double(max(steps, 1)), memory: memory,
-            steadyPeakTensorBytes: steadyPeak, medianSecondsPerStep: stepTimes.isEmpty ? nil : median(stepTimes),
-            peakRSSMegabytes: peakResidentMegabytes(), scheduler: scheduler, activationCompression: compressActivations || compressWeightInputs,
-            weightInputCompression: compressWeightInputs,
-            classSlots: Set(data.labels).sorted())
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try AtomicFile.write(try encoder.encode(report), to: out.appendingPathComponent("report.json"))
+        report.base = base
+        report.guardFile = self.guard
+        try report.write(to: out.appendingPathComponent("report.json"))
         if !quiet {
-            print(String(format: "fine-tuned %d steps (%.2f s/step), loss %.4f; %d tensors frozen, %d trainable", steps, report.secondsPerStep, lastLoss,
-                         report.frozenTensors, report.trainableTensors))
-            if let manifest {
-                print(changed.isEmpty ? "guard: all \(manifest.frozen.count) guarded tensors bit-identical to the base (report.json)"
-                                      : "guard VIOLATED: \(changed.count) guarded tensors changed")
-            }
+            print(String(format: "fine-tuned %d steps (%.2f s/step), loss %.4f; %d tensors frozen, %d trainable", steps, report.secondsPerStep,
+                         report.averageLoss ?? .nan, report.frozenTensors, report.trainableTensors))
+            if manifest != nil { print("guard: all \(report.guardedTensors.count) guarded tensors bit-identical to the base (report.json)") }
         }
-        guard changed.isEmpty else { throw CLIError("guarded tensors changed: \(changed.prefix(5).joined(separator: ", "))") }
     }
 }
 

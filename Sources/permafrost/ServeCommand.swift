@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
-import PermafrostFreeze
+import PermafrostGuard
 import PermafrostService
 import PermafrostTensor
 import Prometheus

@@ -1,5 +1,5 @@
 import Foundation
-import PermafrostFreeze
+import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
 import PermafrostNN

@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import PermafrostFreeze
+import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
 import PermafrostNN

@@ -1,5 +1,4 @@
 import Foundation
-import PermafrostNN
 import PermafrostTensor
 
 /// A safetensors file, memory-mapped and fully validated on open.

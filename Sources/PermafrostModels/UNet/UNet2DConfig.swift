@@ -43,6 +43,17 @@ public struct UNet2DConfig: Equatable, Sendable {
     public init() {}
 
     /// The reference class-conditional MNIST UNet (28×28×1, 16 class slots, ≈1.6 M parameters).
+    /// A small MNIST UNet for tests and quick runs: channels 16/32, one layer per block, attention at 14×14.
+    public static let mnistTiny: UNet2DConfig = {
+        var tiny = UNet2DConfig.mnistReference
+        tiny.blockOutChannels = [16, 32]
+        tiny.layersPerBlock = 1
+        tiny.downBlockTypes = ["DownBlock2D", "AttnDownBlock2D"]
+        tiny.upBlockTypes = ["AttnUpBlock2D", "UpBlock2D"]
+        tiny.normNumGroups = 4
+        return tiny
+    }()
+
     public static let mnistReference: UNet2DConfig = {
         var c = UNet2DConfig()
         c.sampleSize = 28

@@ -1,3 +1,5 @@
+import PermafrostTensor
+
 /// Which named tensors are frozen: a set of names (it survives reordering, unlike an index mask),
 /// plus optional frozen row ranges of tensors that otherwise train.
 ///
@@ -110,27 +112,6 @@ public enum FreezeError: Error, Equatable, CustomStringConvertible {
     private static func suggestion(_ closest: [String]) -> String {
         closest.isEmpty ? "" : "; closest names: " + closest.map { "'\($0)'" }.joined(separator: ", ")
     }
-}
-
-/// Up to three names nearest to `name` by edit distance.
-public func closestNames(to name: String, among names: [String], limit: Int = 3) -> [String] {
-    names.map { ($0, editDistance(name, $0)) }.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }.prefix(limit).map(\.0)
-}
-
-/// Levenshtein distance over Unicode scalars.
-func editDistance(_ a: String, _ b: String) -> Int {
-    let x = Array(a.unicodeScalars), y = Array(b.unicodeScalars)
-    if x.isEmpty { return y.count }
-    if y.isEmpty { return x.count }
-    var previous = Array(0...y.count), current = [Int](repeating: 0, count: y.count + 1)
-    for i in 1...x.count {
-        current[0] = i
-        for j in 1...y.count {
-            current[j] = Swift.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x[i - 1] == y[j - 1] ? 0 : 1))
-        }
-        swap(&previous, &current)
-    }
-    return previous[y.count]
 }
 
 /// Shell-style glob matching on tensor names.

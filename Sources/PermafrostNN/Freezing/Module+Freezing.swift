@@ -1,3 +1,5 @@
+import PermafrostTensor
+
 /// Freezing and unfreezing by exact name, glob pattern, module subtree or plan.
 ///
 /// Every call validates all names before changing anything, so a failed call leaves the model as it was.

@@ -14,6 +14,11 @@ public struct MemoryReport: Sendable, Codable, Equatable, CustomStringConvertibl
     /// Most tensor bytes held at once during the step.
     public var peakBytes: Int
 
+    enum CodingKeys: String, CodingKey {
+        case parameterBytes = "parameter_bytes", gradientBytes = "gradient_bytes", optimizerStateBytes = "optimizer_state_bytes"
+        case activationBytes = "activation_bytes", peakBytes = "peak_bytes"
+    }
+
     public var description: String {
         func mib(_ bytes: Int) -> String {
             let hundredths = (Double(bytes) / 1_048_576 * 100).rounded()

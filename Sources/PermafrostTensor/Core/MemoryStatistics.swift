@@ -1,5 +1,7 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import Synchronization
 
@@ -44,6 +46,18 @@ public enum MemoryStatistics {
         LargeBlockCache.trim()
         #if os(Linux)
         _ = glibcMallocTrim(0)
+        #endif
+    }
+
+    /// The process's peak resident set size in MiB (tensors, code, libraries and all).
+    public static var peakResidentMegabytes: Double {
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024          // kilobytes on Linux
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return Double(usage.ru_maxrss) / 1_048_576     // bytes on macOS
         #endif
     }
 }

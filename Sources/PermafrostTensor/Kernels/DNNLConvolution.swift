@@ -413,10 +413,10 @@ enum DNNLConvolution {
         /// with share `slot`'s workspace when it is free.
         func execute(inputs pointers: [UnsafeRawPointer], output pointer: UnsafeMutableRawPointer, slot: Int) {
             let bytes = workspaceBytes
-            let ran = DNNLConvolution.workspaces[slot % DNNLConvolution.workspaces.count].withBytes(bytes) { workspace in
+            let ranInWorkspace = DNNLConvolution.workspaces[slot % DNNLConvolution.workspaces.count].withBytes(bytes) { workspace in
                 execute(inputs: pointers, output: pointer, workspace: workspace)
-            }
-            guard ran == nil else { return }
+            } != nil
+            guard !ranInWorkspace else { return }
             let fallback = ScratchBuffer(count: (bytes + 63) / 4 + 16)
             let aligned = UnsafeMutableRawPointer(fallback.base).alignedUp(toMultipleOf: 64)
             execute(inputs: pointers, output: pointer, workspace: aligned)

@@ -196,7 +196,7 @@ final class ConvolutionBackward: @unchecked Sendable {
         #if canImport(CDNNL)
         let g = geometry
         guard DNNLConvolution.handles(g) else { return nil }
-        let spatial = g.outHeight * g.outWidth, imageSize = g.inChannels * g.height * g.width
+        let spatial = g.outHeight * g.outWidth
         var inputGradient: Tensor?
         if needs[0] {
             let dx = Tensor(shape: [g.batch, g.inChannels, g.height, g.width]) { _ in }

@@ -7,10 +7,6 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Data folder with mnist/ and fashion-mnist/ (default: ./Data, else the Data/ folder of this source tree).")
     var data: String?
 
-    /// Fashion-MNIST classes used by Permafrost and the model slots they occupy.
-    static let fashionSlots: [Int: Int] = [1: 10, 7: 11, 8: 12]
-    static let fashionNames: [Int: String] = [10: "trouser", 11: "sneaker", 12: "bag"]
-
     func directory() throws -> URL {
         var candidates: [URL] = []
         if let data { candidates.append(URL(fileURLWithPath: data)) } else {
@@ -25,34 +21,19 @@ struct DataOptions: ParsableArguments {
         throw CLIError("no data folder found (looked in \(candidates.map(\.path).joined(separator: ", "))); pass --data DIR with mnist/ inside")
     }
 
+    /// The shipped data sets in ``directory()``.
+    func shipped() throws -> ShippedData {
+        do { return try ShippedData(directory: try directory()) } catch let error as DatasetError { throw CLIError(error.description) }
+    }
+
     /// MNIST digits `digits` (labels = digits) plus Fashion-MNIST classes mapped to slots 10–12.
     func load(split: String, digits: Set<Int>, fashion: Set<Int> = []) throws -> LabeledImages {
-        let root = try directory()
-        do {
-            var set = try LabeledImages(directory: root.appendingPathComponent("mnist"), split: split).filtered(digits)
-            if !fashion.isEmpty {
-                let slots = Dictionary(uniqueKeysWithValues: fashion.map { ($0, Self.fashionSlots[$0]!) })
-                set = set + (try LabeledImages(directory: root.appendingPathComponent("fashion-mnist"), split: split).filtered(Set(slots.keys)).relabeled(slots))
-            }
-            return set
-        } catch {
-            throw CLIError(error.description)
-        }
+        do { return try shipped().load(split: split, digits: digits, fashion: fashion) } catch let error as DatasetError { throw CLIError(error.description) }
     }
-}
 
-extension DataOptions {
-    /// The same images as ``load(split:digits:fashion:)``, streamed into a temporary file and read
-    /// a batch at a time: training then holds no copy of the data set (`DiskBackedImages`).
+    /// The same images, streamed from disk a batch at a time (`DiskBackedImages`).
     func loadOnDisk(split: String, digits: Set<Int>, fashion: Set<Int> = []) throws -> DiskBackedImages {
-        let root = try directory()
-        var parts = [DiskBackedImages.Part(directory: root.appendingPathComponent("mnist"), split: split,
-                                           slots: Dictionary(uniqueKeysWithValues: digits.map { ($0, $0) }))]
-        if !fashion.isEmpty {
-            parts.append(DiskBackedImages.Part(directory: root.appendingPathComponent("fashion-mnist"), split: split,
-                                               slots: Dictionary(uniqueKeysWithValues: fashion.map { ($0, Self.fashionSlots[$0]!) })))
-        }
-        do { return try DiskBackedImages(parts) } catch { throw CLIError(error.description) }
+        do { return try shipped().loadOnDisk(split: split, digits: digits, fashion: fashion) } catch let error as DatasetError { throw CLIError(error.description) }
     }
 }
 
@@ -66,5 +47,12 @@ func parseRanges(_ text: String, name: String) throws -> [Int] {
         else { throw ValidationError("\(name): cannot read '\(part)' (use e.g. 0-5,8)") }
     }
     guard !values.isEmpty else { throw ValidationError("\(name) is empty") }
+    return values
+}
+
+/// Parses a list like "512,1024" (ranges allowed) whose values must all be positive.
+func parsePositive(_ text: String, name: String) throws -> [Int] {
+    let values = try parseRanges(text, name: name)
+    guard values.allSatisfy({ $0 > 0 }) else { throw ValidationError("\(name) must list positive integers, got '\(text)'") }
     return values
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PermafrostGuard
 
 /// A progress bar on standard error: redrawn in place on a terminal, one line per 5% otherwise
 /// (so logs stay readable).
@@ -51,4 +52,15 @@ final class ProgressBar {
 /// Prints to standard error.
 func note(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// One progress bar per guard an evaluation learns (keyed by its target ratio).
+final class GuardProgressBars {
+    private var bars: [Double: ProgressBar] = [:]
+
+    func update(ratio: Double, progress p: GuardProgress) {
+        let bar = bars[ratio] ?? ProgressBar(total: p.totalSteps, label: "guard \(Int(ratio * 100))%")
+        bars[ratio] = bar
+        bar.update(p.step, detail: String(format: "L_r %.3f L_p %.3f frozen %.0f%%", p.restrictedLoss, p.permittedLoss, p.hardFreezeRatio * 100))
+    }
 }

@@ -1,7 +1,6 @@
 import Foundation
 import XCTest
 @testable import PermafrostIO
-import PermafrostNN
 import PermafrostTensor
 
 final class SafetensorsInteropTests: XCTestCase {

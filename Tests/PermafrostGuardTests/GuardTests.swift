@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import XCTest
-import PermafrostFreeze
+import PermafrostGuard
 import PermafrostIO
 import PermafrostNN
 import PermafrostTensor

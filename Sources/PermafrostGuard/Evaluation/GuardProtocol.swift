@@ -1,0 +1,66 @@
+import PermafrostDiffusion
+import PermafrostIO
+import PermafrostModels
+
+/// An evaluation protocol of `docs/PROTOCOLS.md`: which digits / Fashion classes are restricted and
+/// permitted, and the class slots they are taught under.
+public struct GuardProtocol: Sendable {
+    public var name: String
+    public var restrictedDigits: Set<Int>, restrictedFashion: Set<Int>
+    public var permittedDigits: Set<Int>, permittedFashion: Set<Int>
+    /// Unused slots a malicious user teaches the restricted content under.
+    public static let maliciousSlots = [13, 14, 15]
+    /// The protocols' names.
+    public static let names = ["near", "far"]
+
+    /// `near` (restricted digits 6, 7; permitted digits 8, 9 and Fashion) or `far` (restricted
+    /// Fashion trouser/sneaker/bag; permitted digits 6–9); nil for any other name.
+    public static func named(_ name: String) -> GuardProtocol? {
+        switch name {
+        case "near": return GuardProtocol(name: name, restrictedDigits: [6, 7], restrictedFashion: [], permittedDigits: [8, 9], permittedFashion: [1, 7, 8])
+        case "far": return GuardProtocol(name: name, restrictedDigits: [], restrictedFashion: [1, 7, 8], permittedDigits: [6, 7, 8, 9], permittedFashion: [])
+        default: return nil
+        }
+    }
+
+    /// Guard learning uses the even-indexed training images; evaluation fine-tuning the odd ones,
+    /// so the publisher's representative set never overlaps the user's data.
+    public static func half(_ set: LabeledImages, publisher: Bool) -> LabeledImages {
+        set.selecting(set.labels.indices.filter { ($0 % 2 == 0) == publisher })
+    }
+
+    public func restricted(_ data: ShippedData, split: String = "train") throws(DatasetError) -> LabeledImages {
+        try data.load(split: split, digits: restrictedDigits, fashion: restrictedFashion)
+    }
+
+    public func permitted(_ data: ShippedData, split: String = "train") throws(DatasetError) -> LabeledImages {
+        try data.load(split: split, digits: permittedDigits, fashion: permittedFashion)
+    }
+
+    /// The restricted images relabelled to the malicious slots (class k of the set → slot 13 + k).
+    public static func maliciouslyRelabeled(_ set: LabeledImages) -> LabeledImages {
+        let classes = Set(set.labels).sorted()
+        return set.relabeled(Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($0.element, maliciousSlots[$0.offset % maliciousSlots.count]) }))
+    }
+
+    /// The publisher's learning sets: restricted images under their own and the malicious slots, and
+    /// the permitted images, all from the publisher's half.
+    public func learningSets(_ data: ShippedData) throws(DatasetError) -> (restricted: LabeledImages, permitted: LabeledImages) {
+        let restricted = Self.half(try restricted(data), publisher: true)
+        return (restricted + Self.maliciouslyRelabeled(restricted), Self.half(try permitted(data), publisher: true))
+    }
+}
+
+extension GuardLearner {
+    /// Learns a guard for a diffusion model: the restricted and permitted losses are the
+    /// epsilon-prediction losses of `batchSize` images drawn by the Philox streams (`seed`, 2k) and
+    /// (`seed`, 2k + 1) at learner step k.
+    public static func learnDiffusionGuard(model: UNet2DModel, restricted: LabeledImages, permitted: LabeledImages, settings: GuardSettings,
+                                           batchSize: Int, progress: (GuardProgress) -> Void = { _ in }) -> LearnedMask {
+        let schedule = NoiseSchedule(), seed = settings.seed
+        return GuardLearner(model: model, settings: settings).learn(
+            restrictedLoss: { epsilonPredictionLoss(model, data: restricted, schedule: schedule, batchSize: batchSize, seed: seed, stream: UInt64(2 * $0)) },
+            permittedLoss: { epsilonPredictionLoss(model, data: permitted, schedule: schedule, batchSize: batchSize, seed: seed, stream: UInt64(2 * $0 + 1)) },
+            progress: progress)
+    }
+}

@@ -1,0 +1,280 @@
+import Foundation
+import PermafrostDiffusion
+import PermafrostEval
+import PermafrostIO
+import PermafrostModels
+import PermafrostNN
+import PermafrostTensor
+
+/// Dynamic freezing during a fine-tune, on top of the guard and the user's plan.
+public enum FineTuneScheduler: Sendable, Equatable {
+    case none
+    /// SlimFit: freeze the `budget` fraction of least-moving candidate tensors before each step.
+    case slimFit(budget: Double)
+
+    public var name: String {
+        switch self {
+        case .none: return "none"
+        case .slimFit: return "slimfit"
+        }
+    }
+}
+
+/// Settings of a user's fine-tuning run.
+public struct FineTuneSettings: Sendable, Equatable {
+    public var steps = 300
+    public var batchSize = 32
+    public var learningRate: Float = 1e-3
+    public var seed: UInt64 = 0
+    public var scheduler = FineTuneScheduler.none
+    /// 8-bit saved activations (SlimFit's compression), optionally for weight-gradient inputs too.
+    public var activationCompression = ActivationCompression.none
+    /// With a checkpoint folder, save the training state every this many steps.
+    public var checkpointEvery: Int?
+
+    public init(steps: Int = 300, batchSize: Int = 32, learningRate: Float = 1e-3, seed: UInt64 = 0,
+                scheduler: FineTuneScheduler = .none, activationCompression: ActivationCompression = .none, checkpointEvery: Int? = nil) {
+        self.steps = steps
+        self.batchSize = batchSize
+        self.learningRate = learningRate
+        self.seed = seed
+        self.scheduler = scheduler
+        self.activationCompression = activationCompression
+        self.checkpointEvery = checkpointEvery
+    }
+}
+
+/// Why a guarded fine-tune refused to start or stopped.
+public enum GuardedFineTuneError: Error, CustomStringConvertible {
+    case guardRefused(GuardError)
+    case plan(FreezeError)
+    case invalidSettings(String)
+    case noTrainingData
+    case classSlotOutOfRange(slot: Int, slots: Int)
+    case unreadableCheckpoint(path: String, reason: String)
+    case cancelled(step: Int)
+    case nonFiniteLoss(step: Int, loss: Float)
+    /// A guarded tensor changed: an engine bug; nothing was saved.
+    case guardViolated(names: [String])
+
+    public var description: String {
+        switch self {
+        case let .guardRefused(error): return "refusing to fine-tune: \(error.description)"
+        case let .plan(error): return error.description
+        case let .invalidSettings(reason): return reason
+        case .noTrainingData: return "the training set is empty"
+        case let .classSlotOutOfRange(slot, slots): return "class slot \(slot) is outside the model's \(slots) slots"
+        case let .unreadableCheckpoint(path, reason): return "the checkpoint '\(path)' cannot be resumed: \(reason)"
+        case let .cancelled(step): return "cancelled at step \(step)"
+        case let .nonFiniteLoss(step, loss): return "the loss became \(loss) at step \(step); lower the learning rate"
+        case let .guardViolated(names): return "guard violated: \(names.prefix(5).joined(separator: ", ")) changed (an engine bug; nothing was saved)"
+        }
+    }
+}
+
+/// One progress report of a guarded fine-tune.
+public struct FineTuneProgress: Sendable {
+    public var step: Int
+    public var totalSteps: Int
+    public var loss: Float
+    /// Mean loss of the last (up to 50) steps.
+    public var averageLoss: Float
+    /// Steps per second over the steps this process ran.
+    public var stepsPerSecond: Double
+    public var memory: MemoryReport
+}
+
+/// A user's fine-tuning of a diffusion base with a publisher's guard enforced: the one
+/// implementation behind `permafrost finetune`, the service's jobs and the evaluation protocols.
+///
+/// It verifies the guard (signature, base digest, and every guarded tensor's digest against the
+/// weights in hand), enforces it (guarded tensors get no gradient and no optimizer state, a user's
+/// plan may add frozen tensors but never remove guarded ones), trains with an optional dynamic
+/// freezer over the run's own plan, re-hashes every guarded tensor at the end, and writes the delta.
+///
+/// ```swift
+/// let base = try GuardedFineTune.Base(directory: baseURL)
+/// let guardManifest = try GuardManifest.load(from: guardURL)
+/// let run = try GuardedFineTune(base: base, guard: guardManifest, trustedPublisherKey: publisherKey,
+///                               data: images, settings: FineTuneSettings(steps: 300))
+/// let report = try run.run(delta: outputURL.appendingPathComponent("delta.safetensors"))
+/// assert(report.guardedTensorsBitIdentical == true)
+/// ```
+public final class GuardedFineTune {
+    /// The base a run starts from: its weights and the SHA-256 of its checkpoint file.
+    public struct Base {
+        public var model: UNet2DModel
+        public var sha256: String
+
+        public init(model: UNet2DModel, sha256: String) {
+            self.model = model
+            self.sha256 = sha256
+        }
+
+        /// Loads a diffusers `UNet2DModel` folder and hashes its weights file.
+        public init(directory: URL) throws {
+            model = try UNet2DModel(directory: directory)
+            sha256 = try sha256Hex(of: directory.appendingPathComponent(UNet2DModel.weightsFileName))
+        }
+    }
+
+    public let trainer: DiffusionTrainer
+    public let settings: FineTuneSettings
+    public let baseSHA256: String
+    /// The enforced guard (nil: an unguarded run, whose report proves nothing about guarded tensors).
+    public let manifest: GuardManifest?
+    /// The model being trained (the base's weights, or the checkpoint's when resumed).
+    public var model: UNet2DModel { trainer.model }
+    /// The step the run resumed from, when it did.
+    public let resumedFromStep: Int?
+
+    /// Prepares a run; nothing trains until ``run(checkpoint:delta:deltaMetadata:isCancelled:progress:)``.
+    ///
+    /// - Parameters:
+    ///   - base: the published base. Its weights are trained in place.
+    ///   - manifest: the guard to enforce. It must be signed (by `trustedPublisherKey` when given)
+    ///     unless `acceptUnsigned` (an evaluation's own masks), must name `base`'s digest, and its
+    ///     tensor digests must match the weights.
+    ///   - userPlan: tensors the user freezes in addition to the guard.
+    ///   - resumingFrom: a checkpoint folder written by an earlier run of the same job; when it holds
+    ///     a training state, the run continues from it (the guard is checked against its weights).
+    public init(base: Base, guard manifest: GuardManifest?, trustedPublisherKey: String? = nil, acceptUnsigned: Bool = false,
+                userPlan: FreezePlan = FreezePlan(), data: LabeledImages, settings: FineTuneSettings,
+                resumingFrom checkpoint: URL? = nil) throws(GuardedFineTuneError) {
+        guard settings.steps > 0, settings.batchSize > 0, settings.learningRate > 0, settings.learningRate.isFinite else {
+            throw .invalidSettings("steps, batch size and learning rate must be positive (got \(settings.steps), \(settings.batchSize), \(settings.learningRate))")
+        }
+        if case let .slimFit(budget) = settings.scheduler, !(budget >= 0 && budget < 1) {
+            throw .invalidSettings("the SlimFit freeze budget must be in [0, 1), got \(budget)")
+        }
+        guard data.count > 0 else { throw .noTrainingData }
+        if let slots = base.model.config.numClassEmbeds, let bad = data.labels.first(where: { $0 < 0 || $0 >= slots }) {
+            throw .classSlotOutOfRange(slot: bad, slots: slots)
+        }
+        if let manifest {
+            do throws(GuardError) {
+                if !(acceptUnsigned && manifest.signature == nil) { try manifest.verifySignature(trustedKey: trustedPublisherKey) }
+                guard manifest.baseSHA256 == base.sha256 else { throw .baseMismatch(expected: manifest.baseSHA256, actual: base.sha256) }
+            } catch { throw .guardRefused(error) }
+        }
+
+        let trainer: DiffusionTrainer
+        if let checkpoint, FileManager.default.fileExists(atPath: checkpoint.appendingPathComponent("state.safetensors").path) {
+            do { trainer = try DiffusionTrainer.resume(from: checkpoint, data: data) } catch {
+                throw .unreadableCheckpoint(path: checkpoint.path, reason: "\(error)")
+            }
+            resumedFromStep = trainer.step
+        } else {
+            var options = DiffusionTrainingOptions.fineTuning(steps: settings.steps, batchSize: settings.batchSize,
+                                                              learningRate: settings.learningRate, seed: settings.seed)
+            if let every = settings.checkpointEvery { options.checkpointEvery = every }
+            trainer = DiffusionTrainer(model: base.model, data: data, options: options)
+            resumedFromStep = nil
+        }
+        if let manifest {
+            // The digests, not only the file's: the weights in hand (a base, or a checkpoint's) must be
+            // the ones the publisher guarded.
+            do throws(GuardError) {
+                let changed = try manifest.changedTensors(in: trainer.model)
+                guard changed.isEmpty else { throw .tensorChanged(names: changed) }
+            } catch { throw .guardRefused(error) }
+        }
+        do throws(FreezeError) {
+            if let manifest { try trainer.model.apply(manifest.plan) }
+            try trainer.setBasePlan(FreezePlan(frozen: userPlan.frozen, frozenRows: userPlan.frozenRows.mapValues { $0.map(\.range) }))
+        } catch { throw .plan(error) }
+        switch settings.scheduler {
+        case .none: break
+        case let .slimFit(budget): trainer.scheduler = SlimFitScheduler(budget: budget)
+        }
+        trainer.activationCompression = settings.activationCompression
+        self.trainer = trainer
+        self.settings = settings
+        self.manifest = manifest
+        baseSHA256 = base.sha256
+    }
+
+    /// Trains to the end, then proves the guard held and (with `delta`) writes the delta checkpoint.
+    ///
+    /// - Parameters:
+    ///   - checkpoint: where to save the training state every `settings.checkpointEvery` steps.
+    ///   - delta: where to write the trainable tensors (atomically), bound to the base's digest.
+    ///   - isCancelled: asked before every step; true stops the run with ``GuardedFineTuneError/cancelled(step:)``.
+    public func run(checkpoint: URL? = nil, delta: URL? = nil, deltaMetadata: [String: String] = [:],
+                    isCancelled: () -> Bool = { false }, progress: (FineTuneProgress) -> Void = { _ in }) throws -> FineTuneReport {
+        MemoryStatistics.returnFreeMemoryToSystem()
+        let firstStep = trainer.step, total = trainer.options.steps
+        var recent: [Float] = [], lastLoss: Float?, lastMemory: MemoryReport?
+        var peak = 0, steadyPeak: Int?, stepTimes: [Double] = []
+        let start = Date()
+        var stepStart = Date()
+        while trainer.step < total {
+            if isCancelled() { throw GuardedFineTuneError.cancelled(step: trainer.step) }
+            let result: TrainingStepResult
+            do { result = try trainer.trainStep() } catch TrainingError.nonFiniteLoss(let loss) {
+                throw GuardedFineTuneError.nonFiniteLoss(step: trainer.step, loss: loss)
+            }
+            guard result.loss.isFinite else { throw GuardedFineTuneError.nonFiniteLoss(step: trainer.step, loss: result.loss) }
+            lastLoss = result.loss
+            lastMemory = result.memory
+            peak = max(peak, result.memory.peakBytes)
+            if trainer.step > 10 {
+                steadyPeak = max(steadyPeak ?? 0, result.memory.peakBytes)
+                stepTimes.append(Date().timeIntervalSince(stepStart))
+            }
+            stepStart = Date()
+            recent.append(result.loss)
+            if recent.count > 50 { recent.removeFirst() }
+            progress(FineTuneProgress(step: trainer.step, totalSteps: total, loss: result.loss,
+                                      averageLoss: recent.reduce(0, +) / Float(recent.count),
+                                      stepsPerSecond: Double(trainer.step - firstStep) / max(Date().timeIntervalSince(start), 1e-9),
+                                      memory: result.memory))
+            if let checkpoint, let every = settings.checkpointEvery, trainer.step % every == 0, trainer.step < total {
+                try trainer.saveCheckpoint(to: checkpoint)
+            }
+        }
+        let seconds = Date().timeIntervalSince(start)
+
+        // Between steps the model is frozen exactly as the guard and the user's plan say, so the
+        // trainable tensors are the delta's.
+        let parameters = model.namedParameters()
+        let byName = Dictionary(parameters.map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+        let guarded = (manifest?.frozen ?? []).map { name in
+            FineTuneReport.GuardedTensor(name: name, expectedSHA256: manifest?.frozenSHA256[name] ?? "",
+                                         actualSHA256: byName[name].map { tensorDigest($0.value) } ?? "")
+        }
+        let changed = guarded.filter { $0.expectedSHA256 != $0.actualSHA256 }.map(\.name)
+        guard changed.isEmpty else { throw GuardedFineTuneError.guardViolated(names: changed) }
+        let trainable = parameters.filter { !$0.parameter.isFrozen }
+        var deltaDigest: String?
+        if let delta {
+            try DeltaCheckpoint.save(model, baseDigest: baseSHA256, to: delta, metadata: deltaMetadata)
+            deltaDigest = try sha256Hex(of: delta)
+        }
+        var budget: Double?
+        if case let .slimFit(b) = settings.scheduler { budget = b }
+        return FineTuneReport(
+            baseSHA256: baseSHA256, guardPublicKey: manifest?.publicKey, guardSignature: manifest?.signature,
+            guardedTensorsBitIdentical: manifest.map { _ in changed.isEmpty }, guardedTensors: guarded, changedGuardedTensors: changed,
+            deltaTensors: trainable.map(\.name), deltaSHA256: deltaDigest,
+            frozenTensors: parameters.count - trainable.count, trainableTensors: trainable.count,
+            trainableParameters: trainable.reduce(0) { $0 + $1.parameter.value.count },
+            classSlots: Set(trainer.data.labels).sorted(), steps: total, resumedFromStep: resumedFromStep,
+            finalLoss: lastLoss.map(Double.init), averageLoss: recent.isEmpty ? nil : Double(recent.reduce(0, +) / Float(recent.count)),
+            secondsPerStep: seconds / Double(max(total - firstStep, 1)),
+            medianSecondsPerStep: stepTimes.isEmpty ? nil : median(stepTimes),
+            peakTensorBytes: lastMemory == nil ? nil : peak, steadyPeakTensorBytes: steadyPeak, memory: lastMemory,
+            peakRSSMegabytes: MemoryStatistics.peakResidentMegabytes, scheduler: settings.scheduler.name, freezeBudget: budget,
+            activationCompression: settings.activationCompression != .none,
+            weightInputCompression: settings.activationCompression == .int8WithWeightInputs)
+    }
+}
+
+extension FineTuneReport {
+    /// Writes the report as pretty, key-sorted JSON, atomically.
+    public func write(to url: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try AtomicFile.write(try encoder.encode(self), to: url)
+    }
+}

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import PermafrostGuard
+import PermafrostIO
+import PermafrostModels
+
+extension GuardCommand {
+    struct EvaluateGuard: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "evaluate",
+            abstract: "Run a guard evaluation protocol (docs/PROTOCOLS.md): guard vs full, random, magnitude and no fine-tuning.",
+            discussion: """
+            For each freeze ratio it learns a guard, draws random masks (several seeds) and a magnitude mask at the same \
+            parameter ratio, fine-tunes the base on the restricted data (under its own slots and under unused slots 13–15) \
+            and on each permitted domain with identical settings, then measures recognition rate and FID of the samples.
+            Writes report.json, report.md, frontier.png, grid-*.png and the signed guards.
+
+            Example: permafrost guard evaluate --base Models/base-0-5 --classifier Models/classifier.safetensors --protocol far --output runs/far
+            """
+        )
+        @Option(help: "Base UNet folder (pretrained on digits 0–5, 16 slots).") var base: String
+        @Option(help: "13-class evaluation classifier (`permafrost classifier train --fashion 1,7,8`).") var classifier: String
+        @Option(help: "near or far.") var `protocol`: String = "far"
+        @Option(help: "Target freeze ratios (fractions of parameters).") var ratios: String = "0.3,0.5,0.7,0.9"
+        @Option(help: "Methods: none,full,guard,random,magnitude,contrast (contrast: the tensors that move most under restricted relative to permitted fine-tuning).") var methods: String = "none,full,guard,random,magnitude"
+        @Option(help: "Random-mask seeds.") var randomSeeds: Int = 3
+        @Option(help: "User fine-tuning steps.") var userSteps: Int = 300
+        @Option(help: "User batch size.") var userBatch: Int = 32
+        @Option(help: "Guard learning steps.") var guardSteps: Int = 100
+        @Option(help: "Samples per class (≥ 200 in the protocol).") var perClass: Int = 200
+        @Option(help: "DDIM steps of the scoring samples (eta 1).") var ddimSteps: Int = 6
+        @Option(help: "Guard learner's ratio control: penalty (the paper's) or projection (exact ratio, normalised steps; see GuardSettings.RatioControl).") var ratioControl: GuardSettings.RatioControl = .penalty
+        @Option(help: "Guard learner's mask learning rate (default 0.1).") var maskLearningRate: Float = 0.1
+        @Option(help: "Private key to sign the learnt guards.") var key: String?
+        @Option(help: "Output folder.") var output: String
+        @OptionGroup var dataOptions: DataOptions
+        @OptionGroup var engine: EngineOptions
+
+        func run() throws {
+            try engine.apply()
+            var scale = EvaluationScale()
+            scale.ratios = try ratios.split(separator: ",").map { guard let v = Double($0), v > 0, v < 1 else { throw ValidationError("--ratios: fractions in (0, 1)") }; return v }
+            scale.methods = Set(methods.split(separator: ",").map(String.init))
+            scale.randomSeeds = randomSeeds; scale.userSteps = userSteps; scale.userBatch = userBatch
+            scale.guardSteps = guardSteps; scale.perClass = perClass; scale.ddimSteps = ddimSteps
+            scale.learner.ratioControl = ratioControl; scale.learner.maskLearningRate = maskLearningRate
+            let out = URL(fileURLWithPath: output)
+            let baseModel = try UNet2DModel(directory: URL(fileURLWithPath: base))
+            try requireCompatible(baseModel)
+            let digest = try sha256Hex(of: weightsURL(base))
+            let evaluation = GuardEvaluation(spec: try GuardProtocol.option(`protocol`), base: baseModel, baseDigest: digest,
+                                             classifier: try ImageClassifier.load(from: URL(fileURLWithPath: classifier)),
+                                             scale: scale, data: try dataOptions.shipped(), log: { note($0) }, guardProgress: GuardProgressBars().update)
+            let signingKey = try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) }
+            let results = try evaluation.run { ratio, mask, frozen in
+                var manifest = try GuardManifest(model: baseModel, frozen: frozen, baseSHA256: digest, settings: ["protocol": self.protocol, "target_ratio_params": "\(ratio)",
+                                                                                                                   "ratio_control": ratioControl.rawValue, "mask_lr": "\(maskLearningRate)"])
+                if let signingKey { try manifest.sign(with: signingKey) }
+                try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+                try manifest.write(to: out.appendingPathComponent("guard-\(Int(ratio * 100)).json"))
+                try Plot.bars(mask.softMask, to: out.appendingPathComponent("mask-\(Int(ratio * 100)).png"))
+            }
+            let command = "permafrost guard evaluate " + CommandLine.arguments.dropFirst(3).joined(separator: " ")
+            try writeEvaluationOutputs(evaluation, results: results, protocolName: `protocol`, command: command,
+                                       settings: ["user_steps": "\(userSteps)", "user_batch": "\(userBatch)", "guard_steps": "\(guardSteps)",
+                                                  "per_class": "\(perClass)", "ddim_steps": "\(ddimSteps)", "eta": "\(scale.eta)",
+                                                  "guard_selection": "soft-mask ranking cut at the target ratio",
+                                                  "guard_ratio_control": ratioControl.rawValue, "guard_mask_lr": "\(maskLearningRate)"], to: out)
+            print(markdownTable(results))
+            print("wrote \(out.path)/report.json, report.md, frontier.png, grid-*.png")
+        }
+    }
+}
