@@ -139,6 +139,21 @@ public struct GuardManifest: Codable, Equatable, Sendable {
         return changed
     }
 
+    /// A human-readable summary: format, base digest, frozen share, signature state, settings and
+    /// every guarded tensor's name. `name` labels the first line (usually the file's path).
+    public func summary(named name: String) -> String {
+        let signed: String
+        do { try verifySignature(); signed = "valid signature by \(publicKey ?? "")" } catch { signed = error.description }
+        let lines = [
+            "\(name): \(format)",
+            "  base SHA-256   \(baseSHA256)",
+            "  frozen         \(frozen.count) tensors (\(String(format: "%.1f", freezeRatio * 100))% of tensors, \(String(format: "%.1f", freezeRatioParameters * 100))% of parameters)",
+            "  signature      \(signed)",
+            "  settings       \(settings.keys.sorted().map { "\($0)=\(settings[$0] ?? "")" }.joined(separator: " "))",
+        ]
+        return (lines + frozen.map { "  \($0)" }).joined(separator: "\n")
+    }
+
     /// The publisher's plan: enforced, so a user's plan can add frozen tensors but never remove these.
     public var plan: FreezePlan { FreezePlan(frozen: Set(frozen), isEnforced: true) }
 
@@ -153,9 +168,7 @@ public struct GuardManifest: Codable, Equatable, Sendable {
     }
 
     public func write(to url: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        try AtomicFile.write(try encoder.encode(self), to: url)
+        try AtomicFile.writeJSON(self, to: url)
     }
 }
 

@@ -270,11 +270,18 @@ public final class GuardedFineTune {
     }
 }
 
+extension FineTuneReport: CustomStringConvertible {
+    /// Steps, time, loss and freezing; then the guard's proof when there was a guard.
+    public var description: String {
+        let run = String(format: "fine-tuned %d steps (%.2f s/step), loss %.4f; %d tensors frozen, %d trainable", steps, secondsPerStep,
+                         averageLoss ?? .nan, frozenTensors, trainableTensors)
+        guard let intact = guardedTensorsBitIdentical else { return run }
+        return run + "\n" + (intact ? "guard: all \(guardedTensors.count) guarded tensors bit-identical to the base (report.json)"
+                                     : "guard VIOLATED: \(changedGuardedTensors.count) guarded tensors changed")
+    }
+}
+
 extension FineTuneReport {
     /// Writes the report as pretty, key-sorted JSON, atomically.
-    public func write(to url: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try AtomicFile.write(try encoder.encode(self), to: url)
-    }
+    public func write(to url: URL) throws { try AtomicFile.writeJSON(self, to: url) }
 }

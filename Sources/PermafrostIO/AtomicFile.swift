@@ -50,3 +50,13 @@ public enum AtomicFile {
         }
     }
 }
+
+extension AtomicFile {
+    /// Writes `value` as pretty, key-sorted JSON (the form of every report and manifest Permafrost
+    /// writes, so they diff cleanly), atomically.
+    public static func writeJSON<Value: Encodable>(_ value: Value, to url: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try write(try encoder.encode(value), to: url)
+    }
+}

@@ -119,6 +119,15 @@ public struct ClassifierFineTuneReport: Codable, Sendable {
     }
 }
 
+extension ClassifierFineTuneReport: CustomStringConvertible {
+    /// One line: accuracy, median step, steady-state tensor peaks by kind, peak RSS.
+    public var description: String {
+        String(format: "test accuracy %.2f%% (13 classes); median step %.2f ms; peak tensors %.1f MiB (activations %.1f, gradients %.2f, optimizer %.2f); peak RSS %.0f MiB",
+               testAccuracy * 100, medianStepSeconds * 1000, Double(peakTensorBytes) / 1_048_576, Double(activationBytes) / 1_048_576,
+               Double(gradientBytes) / 1_048_576, Double(optimizerStateBytes) / 1_048_576, peakRSSMegabytes)
+    }
+}
+
 extension ImageClassifier {
     /// SlimFit's classifier experiment: fine-tunes this model on `train` (fully, or with SlimFit and
     /// 8-bit activations) and measures accuracy on `test`, step time and memory.

@@ -87,6 +87,19 @@ public final class FineTuningService: Sendable {
     let registry: PrometheusCollectorRegistry
     let logger: Logger
 
+    /// Sends every log line at `logLevel` or above to standard error and every metric to a
+    /// Prometheus registry (served at `/metrics`), once per process; returns the registry.
+    public static func bootstrapObservability(logLevel: Logger.Level) -> PrometheusCollectorRegistry {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }
+
     public init(configuration: ServiceConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) throws {
         self.configuration = configuration
         self.registry = registry
@@ -299,6 +312,7 @@ public final class FineTuningService: Sendable {
             throw ServiceError(status: .internalServerError, kind: "artifact-damaged", title: "Artifact damaged",
                                detail: "the stored result of job \(job.id) no longer matches its recorded SHA-256; it is withheld")
         }
+        try await store.recordAudit(actor: try Self.owner(context), action: "job.download", target: job.id, detail: file(job).lastPathComponent)
         var headers = HTTPFields()
         headers[.contentType] = contentType
         headers[HTTPField.Name("X-Content-SHA256")!] = expected

@@ -94,6 +94,12 @@ public struct AuditRecord: Codable, FetchableRecord, PersistableRecord, Sendable
 public final class ServiceStore: Sendable {
     public let pool: DatabasePool
 
+    /// The store of the service whose data folder is `dataDirectory` (created if missing).
+    public convenience init(dataDirectory: URL) throws {
+        try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
+        try self.init(path: dataDirectory.appendingPathComponent("permafrost.sqlite").path)
+    }
+
     public init(path: String) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
@@ -273,6 +279,7 @@ public final class ServiceStore: Sendable {
         try pool.read { db in try AuditRecord.order(Column("id").desc).limit(limit).fetchAll(db) }
     }
 
+    /// Appends one event (e.g. a download) to the audit log, in its own transaction.
     public func recordAudit(actor: String, action: String, target: String? = nil, detail: String? = nil) async throws {
         try await pool.write { db in try Self.audit(db, actor: actor, action: action, target: target, detail: detail) }
     }

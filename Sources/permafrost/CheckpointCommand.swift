@@ -28,29 +28,29 @@ struct CheckpointCommand: ParsableCommand {
             do { checkpoint = try SafetensorsFile(contentsOf: url) } catch {
                 throw CLIError("\(file): \(error.description)")
             }
-            var rows: [[String: Any]] = []
-            for entry in checkpoint.entries {
-                let digest = sha256Hex(try checkpoint.storedBytes(named: entry.name))
-                rows.append(["name": entry.name, "dtype": entry.dtype.rawValue, "shape": entry.shape, "sha256": digest,
-                             "bytes": entry.byteRange.count])
-            }
+            let rows = try checkpoint.inventory()
             if json {
-                let object: [String: Any] = ["file": file, "sha256": try sha256Hex(of: url), "metadata": checkpoint.metadata, "tensors": rows]
-                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-                print(String(decoding: data, as: UTF8.self))
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                let summary = CheckpointSummary(file: file, sha256: try sha256Hex(of: url), metadata: checkpoint.metadata, tensors: rows)
+                print(String(decoding: try encoder.encode(summary), as: UTF8.self))
                 return
             }
-            print("\(file)  (\(checkpoint.entries.count) tensors, file SHA-256 \(try sha256Hex(of: url)))")
-            for key in checkpoint.metadata.keys.sorted() { print("  metadata \(key) = \(checkpoint.metadata[key]!)") }
-            let nameWidth = max(4, checkpoint.entries.map(\.name.count).max() ?? 0)
+            print("\(file)  (\(rows.count) tensors, file SHA-256 \(try sha256Hex(of: url)))")
+            for key in checkpoint.metadata.keys.sorted() { print("  metadata \(key) = \(checkpoint.metadata[key] ?? "")") }
+            let nameWidth = max(4, rows.map(\.name.count).max() ?? 0)
             print("  " + "name".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  dtype  shape                 sha256")
             for row in rows {
-                let shape = "[" + (row["shape"] as! [Int]).map(String.init).joined(separator: ", ") + "]"
-                print("  " + (row["name"] as! String).padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  "
-                      + (row["dtype"] as! String).padding(toLength: 5, withPad: " ", startingAt: 0) + "  "
-                      + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + "  " + (row["sha256"] as! String))
+                let shape = "[" + row.shape.map(String.init).joined(separator: ", ") + "]"
+                print("  " + row.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  " + row.dtype.padding(toLength: 5, withPad: " ", startingAt: 0)
+                      + "  " + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + "  " + row.sha256)
             }
         }
+    }
+
+    /// What `checkpoint inspect --json` prints.
+    struct CheckpointSummary: Encodable {
+        var file: String, sha256: String, metadata: [String: String], tensors: [SafetensorsFile.InventoryEntry]
     }
 
     struct Convert: ParsableCommand {
@@ -67,18 +67,10 @@ struct CheckpointCommand: ParsableCommand {
             }
             do {
                 let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
-                var items: [SafetensorsWriter.Item] = []
-                for entry in file.entries {
-                    if entry.dtype.isFloatingPoint {
-                        items.append(.init(name: entry.name, tensor: try file.tensor(named: entry.name), dtype: target))
-                    } else {
-                        items.append(.init(name: entry.name, dtype: entry.dtype, shape: entry.shape, bytes: [UInt8](try file.storedBytes(named: entry.name))))
-                    }
-                }
-                try SafetensorsWriter.write(items, metadata: file.metadata, to: URL(fileURLWithPath: output))
-                print("wrote \(output): \(items.count) tensors as \(target.rawValue)")
+                let count = try file.convertFloatingPoint(to: target, writingTo: URL(fileURLWithPath: output))
+                print("wrote \(output): \(count) tensors as \(target.rawValue)")
             } catch {
-                throw CLIError(error.description)
+                throw CLIError("\(error)")
             }
         }
     }

@@ -95,15 +95,8 @@ extension ClassifierCommand {
                 bar.update(step, detail: String(format: "loss %.4f", loss))
             }
             summary.command = "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " ")
-            print(String(format: "test accuracy %.2f%% (13 classes); median step %.2f ms; peak tensors %.1f MiB (activations %.1f, gradients %.2f, optimizer %.2f); peak RSS %.0f MiB",
-                         summary.testAccuracy * 100, summary.medianStepSeconds * 1000, Double(summary.peakTensorBytes) / 1_048_576,
-                         Double(summary.activationBytes) / 1_048_576, Double(summary.gradientBytes) / 1_048_576,
-                         Double(summary.optimizerStateBytes) / 1_048_576, summary.peakRSSMegabytes))
-            if let report {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                try AtomicFile.write(try encoder.encode(summary), to: URL(fileURLWithPath: report))
-            }
+            print(summary)
+            if let report { try AtomicFile.writeJSON(summary, to: URL(fileURLWithPath: report)) }
         }
     }
 }

@@ -32,11 +32,9 @@ struct Evaluate: ParsableCommand {
         let requested = slots.flatMap { Array(repeating: $0, count: perClass) }
         let bar = ProgressBar(total: (requested.count + 63) / 64 * steps, label: "sample")
         let images = DiffusionSampler.sample(model: unet, classes: requested, steps: steps, eta: eta, seed: seed) { done, _ in bar.update(done) }
-        let real: LabeledImages
-        do { real = try dataOptions.shipped().testImages(showing: Set(slots)) } catch let error as DatasetError { throw CLIError(error.description) }
+        let real = try dataOptions.shipped().testImages(showing: Set(slots))
         let result = try SampleEvaluation(classifier: judge, images: images, requested: requested, real: real.batch(Array(0..<real.count)))
-        let quality = result.quality
-        let perClassRates = Dictionary(uniqueKeysWithValues: result.perClass.map { (String($0.key), $0.value) })
+        let quality = result.quality, perClassRates = Dictionary(uniqueKeysWithValues: result.perClass.map { (String($0.key), $0.value) })
         if let grid {
             try ImageGrid.write(SampleEvaluation.firstSamples(of: images, requested: requested, slots: slots, count: 10),
                                 columns: min(10, perClass), to: URL(fileURLWithPath: grid))

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import PermafrostDiffusion
 import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
@@ -43,14 +42,13 @@ struct Finetune: ParsableCommand {
 
     func run() throws {
         try engine.apply()
-        let baseURL = URL(fileURLWithPath: base)
         let manifest = try self.guard.map { path in
             do { return try GuardManifest.load(from: URL(fileURLWithPath: path)) } catch let error as GuardError { throw CLIError("refusing to fine-tune: \(error.description)") }
         }
         let trustedKey = try publisherKey.map { path in
             do { return try GuardKeys.publicKey(from: URL(fileURLWithPath: path)) } catch let error as GuardError { throw CLIError("refusing to fine-tune: \(error.description)") }
         }
-        let origin = try GuardedFineTune.Base(directory: baseURL)
+        let origin = try GuardedFineTune.Base(directory: URL(fileURLWithPath: base))
         try requireCompatible(origin.model, slots: 1)
         var userPlan = FreezePlan()
         if let plan {
@@ -93,14 +91,9 @@ struct Finetune: ParsableCommand {
         } catch let error as GuardedFineTuneError {
             throw CLIError(error.description)
         }
-        report.base = base
-        report.guardFile = self.guard
+        (report.base, report.guardFile) = (base, self.guard)
         try report.write(to: out.appendingPathComponent("report.json"))
-        if !quiet {
-            print(String(format: "fine-tuned %d steps (%.2f s/step), loss %.4f; %d tensors frozen, %d trainable", steps, report.secondsPerStep,
-                         report.averageLoss ?? .nan, report.frozenTensors, report.trainableTensors))
-            if manifest != nil { print("guard: all \(report.guardedTensors.count) guarded tensors bit-identical to the base (report.json)") }
-        }
+        if !quiet { print(report) }
     }
 }
 

@@ -1,12 +1,8 @@
 import ArgumentParser
-import Crypto
 import Foundation
-import PermafrostDiffusion
 import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
-import PermafrostNN
-import PermafrostTensor
 
 extension GuardProtocol {
     /// The protocol an option names, or a usage error.
@@ -20,13 +16,7 @@ extension GuardProtocol {
 
 /// Refuses models the shipped data cannot train: 28×28 single-channel images, class slots up to `slots`.
 func requireCompatible(_ model: UNet2DModel, slots: Int = 16) throws {
-    let c = model.config
-    guard (c.sampleSize ?? 28) == 28, c.inChannels == 1, c.outChannels == 1 else {
-        throw CLIError("the model takes \(c.inChannels)×\(c.sampleSize ?? 0)×\(c.sampleSize ?? 0) samples; the shipped data is 1×28×28")
-    }
-    guard let classes = c.numClassEmbeds, classes >= slots else {
-        throw CLIError("the model has \(c.numClassEmbeds.map(String.init) ?? "no") class slots; the protocols use \(slots) (digits 0–9, Fashion 10–12, unused 13–15)")
-    }
+    if let problem = model.config.shippedDataProblem(slots: slots) { throw CLIError(problem) }
 }
 
 struct GuardCommand: ParsableCommand {
@@ -73,11 +63,11 @@ struct GuardCommand: ParsableCommand {
                 try guardManifest.verifySignature(trustedKey: try publicKey.map { try GuardKeys.publicKey(from: URL(fileURLWithPath: $0)) })
                 print("signature: ok (\(guardManifest.publicKey ?? ""))\(publicKey == nil ? " — embedded key; pass --public-key to pin the publisher" : "")")
                 if let base {
-                    try guardManifest.verifyBase(weightsURL(base))
+                    try guardManifest.verifyBase(UNet2DModel.weightsURL(base))
                     print("base: ok (\(guardManifest.baseSHA256))")
                 }
                 if let model {
-                    let changed = try guardManifest.changedTensors(in: try SafetensorsFile(contentsOf: weightsURL(model)))
+                    let changed = try guardManifest.changedTensors(in: try SafetensorsFile(contentsOf: UNet2DModel.weightsURL(model)))
                     guard changed.isEmpty else { throw GuardError.tensorChanged(names: changed) }
                     print("model: ok (\(guardManifest.frozen.count) guarded tensors bit-identical to the base)")
                 }
@@ -91,29 +81,9 @@ struct GuardCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Summarise a guard manifest.")
         @Argument(help: "Guard manifest.") var manifest: String
         func run() throws {
-            let m = try GuardManifest.load(from: URL(fileURLWithPath: manifest))
-            let signed: String
-            do { try m.verifySignature(); signed = "valid signature by \(m.publicKey ?? "")" } catch { signed = "\(error)" }
-            print("""
-            \(manifest): \(m.format)
-              base SHA-256   \(m.baseSHA256)
-              frozen         \(m.frozen.count) tensors (\(String(format: "%.1f", m.freezeRatio * 100))% of tensors, \(String(format: "%.1f", m.freezeRatioParameters * 100))% of parameters)
-              signature      \(signed)
-              settings       \(m.settings.keys.sorted().map { "\($0)=\(m.settings[$0]!)" }.joined(separator: " "))
-            """)
-            for name in m.frozen { print("  \(name)") }
+            print(try GuardManifest.load(from: URL(fileURLWithPath: manifest)).summary(named: manifest))
         }
     }
-}
-
-/// The weights file inside a diffusers folder, or the path itself.
-func weightsURL(_ path: String) -> URL {
-    let url = URL(fileURLWithPath: path)
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
-        return url.appendingPathComponent(UNet2DModel.weightsFileName)
-    }
-    return url
 }
 
 extension GuardCommand {

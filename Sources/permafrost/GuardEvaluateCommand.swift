@@ -47,25 +47,18 @@ extension GuardCommand {
             let out = URL(fileURLWithPath: output)
             let baseModel = try UNet2DModel(directory: URL(fileURLWithPath: base))
             try requireCompatible(baseModel)
-            let digest = try sha256Hex(of: weightsURL(base))
+            let digest = try sha256Hex(of: UNet2DModel.weightsURL(base))
             let evaluation = GuardEvaluation(spec: try GuardProtocol.option(`protocol`), base: baseModel, baseDigest: digest,
                                              classifier: try ImageClassifier.load(from: URL(fileURLWithPath: classifier)),
                                              scale: scale, data: try dataOptions.shipped(), log: { note($0) }, guardProgress: GuardProgressBars().update)
             let signingKey = try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) }
             let results = try evaluation.run { ratio, mask, frozen in
-                var manifest = try GuardManifest(model: baseModel, frozen: frozen, baseSHA256: digest, settings: ["protocol": self.protocol, "target_ratio_params": "\(ratio)",
-                                                                                                                   "ratio_control": ratioControl.rawValue, "mask_lr": "\(maskLearningRate)"])
-                if let signingKey { try manifest.sign(with: signingKey) }
-                try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-                try manifest.write(to: out.appendingPathComponent("guard-\(Int(ratio * 100)).json"))
-                try Plot.bars(mask.softMask, to: out.appendingPathComponent("mask-\(Int(ratio * 100)).png"))
+                try evaluation.saveGuard(frozen: frozen, mask: mask, ratio: ratio, signingKey: signingKey, to: out,
+                                         settings: ["protocol": self.protocol, "ratio_control": ratioControl.rawValue, "mask_lr": "\(maskLearningRate)"])
             }
             let command = "permafrost guard evaluate " + CommandLine.arguments.dropFirst(3).joined(separator: " ")
             try writeEvaluationOutputs(evaluation, results: results, protocolName: `protocol`, command: command,
-                                       settings: ["user_steps": "\(userSteps)", "user_batch": "\(userBatch)", "guard_steps": "\(guardSteps)",
-                                                  "per_class": "\(perClass)", "ddim_steps": "\(ddimSteps)", "eta": "\(scale.eta)",
-                                                  "guard_selection": "soft-mask ranking cut at the target ratio",
-                                                  "guard_ratio_control": ratioControl.rawValue, "guard_mask_lr": "\(maskLearningRate)"], to: out)
+                                       settings: scale.reportSettings, to: out)
             print(markdownTable(results))
             print("wrote \(out.path)/report.json, report.md, frontier.png, grid-*.png")
         }

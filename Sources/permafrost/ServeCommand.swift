@@ -1,11 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
-import Metrics
 import PermafrostGuard
 import PermafrostService
 import PermafrostTensor
-import Prometheus
 
 /// `permafrost serve`: the publisher's enforced fine-tuning API.
 struct Serve: AsyncParsableCommand {
@@ -49,14 +47,7 @@ struct Serve: AsyncParsableCommand {
 
         func run() async throws {
             try engine.apply()
-            let level = Logger.Level(rawValue: logLevel) ?? .info
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
-            let registry = PrometheusCollectorRegistry()
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            let registry = FineTuningService.bootstrapObservability(logLevel: Logger.Level(rawValue: logLevel) ?? .info)
             var settings = ServiceConfiguration(dataDirectory: URL(fileURLWithPath: data), baseDirectory: URL(fileURLWithPath: base),
                                                 guardURL: URL(fileURLWithPath: self.guard))
             settings.trustedPublisherKey = try publisherKey.map { try GuardKeys.publicKey(from: URL(fileURLWithPath: $0)) }
@@ -89,8 +80,7 @@ struct Serve: AsyncParsableCommand {
             @Flag(help: "Print only the secret.") var quiet = false
             func run() throws {
                 guard !name.isEmpty, name.count <= 64 else { throw ValidationError("--name must be 1–64 characters") }
-                try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-                let store = try ServiceStore(path: URL(fileURLWithPath: data).appendingPathComponent("permafrost.sqlite").path)
+                let store = try ServiceStore(dataDirectory: URL(fileURLWithPath: data))
                 do {
                     let (record, secret) = try store.createToken(name: name)
                     if quiet { print(secret) } else { print("token for \(record.name) (id \(record.id)):\n\(secret)\nStore it now: it is not shown again.") }
@@ -104,7 +94,7 @@ struct Serve: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List tokens (names and dates, never secrets).")
             @Option(help: "Data folder of the service.") var data: String
             func run() throws {
-                let store = try ServiceStore(path: URL(fileURLWithPath: data).appendingPathComponent("permafrost.sqlite").path)
+                let store = try ServiceStore(dataDirectory: URL(fileURLWithPath: data))
                 for token in try store.tokens() {
                     print("\(token.name)\t\(token.id)\tcreated \(token.createdAt)\(token.revokedAt.map { "\trevoked \($0)" } ?? "")")
                 }
@@ -116,7 +106,7 @@ struct Serve: AsyncParsableCommand {
             @Option(help: "Data folder of the service.") var data: String
             @Option(help: "Token name.") var name: String
             func run() throws {
-                let store = try ServiceStore(path: URL(fileURLWithPath: data).appendingPathComponent("permafrost.sqlite").path)
+                let store = try ServiceStore(dataDirectory: URL(fileURLWithPath: data))
                 do { try store.revokeToken(name: name) } catch let error as ServiceError { throw CLIError(error.detail) }
                 print("revoked \(name)")
             }

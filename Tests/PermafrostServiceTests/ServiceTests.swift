@@ -55,6 +55,11 @@ final class ServiceEndToEndTests: XCTestCase {
         XCTAssertEqual(report["guarded_tensors_bit_identical"] as? Bool, true)
         XCTAssertEqual(report["delta_sha256"] as? String, sha256Hex(delta.body))
         XCTAssertEqual((report["guarded_tensors"] as? [[String: Any]])?.count, harness.manifest.frozen.count)
+        XCTAssertEqual(report["changed_guarded_tensors"] as? [String], [])
+        XCTAssertEqual(report["job"] as? String, jobID)
+        // Both downloads are in the audit log, attributed to their owner.
+        let downloads = try ServiceStore(dataDirectory: harness.data).auditLog().filter { $0.action == "job.download" && $0.target == jobID }
+        XCTAssertEqual(Set(downloads.compactMap(\.detail)), ["delta.safetensors", "report.json"])
 
         // Independent check on the user's side: the delta holds no guarded tensor, applies to the
         // base, and the result's guarded tensors hash to the signed manifest's digests.

@@ -53,9 +53,7 @@ public func writeEvaluationOutputs(_ evaluation: GuardEvaluation, results: [Guar
                             settings: [String: String], to out: URL) throws {
     try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
     let report = GuardReport(protocol: protocolName, command: command, settings: settings, results: results)
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    try AtomicFile.write(try encoder.encode(report), to: out.appendingPathComponent("report.json"))
+    try AtomicFile.writeJSON(report, to: out.appendingPathComponent("report.json"))
     let markdown = """
     # Guard evaluation — \(protocolName) protocol
 

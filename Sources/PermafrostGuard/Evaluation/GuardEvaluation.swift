@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import PermafrostDiffusion
 import PermafrostEval
@@ -50,6 +51,13 @@ public struct EvaluationScale: Sendable {
     /// The guard learner's settings; ratio, steps, seed and parameter weighting are set per guard.
     public var learner = GuardSettings()
     public init() {}
+
+    /// The settings a report records.
+    public var reportSettings: [String: String] {
+        ["user_steps": "\(userSteps)", "user_batch": "\(userBatch)", "guard_steps": "\(guardSteps)", "per_class": "\(perClass)",
+         "ddim_steps": "\(ddimSteps)", "eta": "\(eta)", "guard_selection": "soft-mask ranking cut at the target ratio",
+         "guard_ratio_control": learner.ratioControl.rawValue, "guard_mask_lr": "\(learner.maskLearningRate)"]
+    }
 }
 
 /// Runs the FreezeAsGuard evaluation protocol of `docs/PROTOCOLS.md`.
@@ -172,6 +180,18 @@ public final class GuardEvaluation {
         settings.freezeRatio = Float(ratio); settings.weightByParameters = true; settings.steps = scale.guardSteps; settings.seed = seed
         return GuardLearner.learnDiffusionGuard(model: model, restricted: restricted, permitted: permitted, settings: settings,
                                                 batchSize: scale.guardBatch) { self.guardProgress(ratio, $0) }
+    }
+
+    /// Writes a learnt guard as `guard-<ratio %>.json` (signed with `signingKey` when given; `settings`
+    /// plus the target ratio recorded) and its soft mask as `mask-<ratio %>.png` into `folder`.
+    public func saveGuard(frozen: Set<String>, mask: LearnedMask, ratio: Double, signingKey: Curve25519.Signing.PrivateKey?,
+                          to folder: URL, settings: [String: String]) throws {
+        var manifest = try GuardManifest(model: base, frozen: frozen, baseSHA256: baseDigest,
+                                         settings: settings.merging(["target_ratio_params": "\(ratio)"]) { a, _ in a })
+        if let signingKey { try manifest.sign(with: signingKey) }
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try manifest.write(to: folder.appendingPathComponent("guard-\(Int(ratio * 100)).json"))
+        try Plot.bars(mask.softMask, to: folder.appendingPathComponent("mask-\(Int(ratio * 100)).png"))
     }
 
     /// Every method × ratio × domain. `guards` receives each learnt mask and the tensors it freezes

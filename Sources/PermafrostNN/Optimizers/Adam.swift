@@ -66,8 +66,6 @@ public final class Adam: Optimizer {
     public var stateBytes: Int { states.values.reduce(0) { $0 + ($1.firstMoment.count + $1.secondMoment.count) * 4 } }
     public func releaseState(for names: Set<String>) { for name in names { states[name] = nil } }
     public var tensorsWithState: Set<String> { Set(states.keys) }
-    /// Steps taken for `name` (0 when it has no state).
-    public func stepCount(for name: String) -> Int { states[name]?.step ?? 0 }
 
     /// The moments and step counts, for checkpoints: tensors `m.<name>` and `v.<name>`.
     public func exportState() -> (tensors: [(name: String, tensor: Tensor)], steps: [String: Int]) {
