@@ -25,8 +25,8 @@ let package = Package(
     dependencies: [.package(url: "file://$scratch/permafrost.git", from: "1.0.0")],
     targets: [
         .executableTarget(name: "GuardedModel", dependencies: [
-            .product(name: "PermafrostNN", package: "permafrost.git"),
-            .product(name: "PermafrostGuard", package: "permafrost.git"),
+            .product(name: "PermafrostNN", package: "permafrost"),
+            .product(name: "PermafrostGuard", package: "permafrost"),
         ]),
     ]
 )

@@ -28,7 +28,7 @@ public final class ImageClassifier: Module {
         // The four convolutions run 8 images at a time in training: their Float32 outputs (conv1's
         // [n, 32, 28, 28] is 6.1 MiB at 64 images) then exist only while the next layer reads
         // them, and their input gradients are a chunk's. Under freezing a consumer keeps nothing of
-        // an output (frozen) or an 8-bit copy, so this halves a SlimFit step's peak (session 8:
+        // an output (frozen) or an 8-bit copy, so this halves a SlimFit step's peak (measured on AMD EPYC:
         // 16.7 -> 9.2 MiB); full fine-tuning keeps every input whole for its weight gradient, and
         // gains only the smaller input gradients (22.3 -> 19.9 MiB).
         body.leadingChunks = (leadingLayers: 8, rowsPerChunk: 8)
