@@ -46,6 +46,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        // `swift package generate-documentation --target PermafrostGuard` (DocC).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         .systemLibrary(
@@ -159,6 +161,11 @@ let package = Package(
         .testTarget(
             name: "PermafrostModelsTests",
             dependencies: ["PermafrostModels", "PermafrostDiffusion", "PermafrostEval"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "PermafrostDiffusionTests",
+            dependencies: ["PermafrostDiffusion"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -31,6 +31,11 @@ public struct UploadRecord: Codable, FetchableRecord, PersistableRecord, Sendabl
     public var sha256: String
     public var createdAt: Date
 
+    public init(id: String, owner: String, name: String, format: String, images: Int, classSlots: String, bytes: Int, sha256: String, createdAt: Date) {
+        self.id = id; self.owner = owner; self.name = name; self.format = format; self.images = images
+        self.classSlots = classSlots; self.bytes = bytes; self.sha256 = sha256; self.createdAt = createdAt
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, owner, name, format, images, bytes, sha256
         case classSlots = "class_slots"
