@@ -20,17 +20,27 @@ public struct DiffusionTrainingOptions: Codable, Sendable, Equatable {
     public var betaSchedule: BetaSchedule = .linear
     public init() {}
 
+    /// Options with a warm-up of a tenth of the steps, at most `maximumWarmup`.
+    public init(steps: Int, batchSize: Int, learningRate: Float, maximumWarmup: Int, emaDecay: Float?, checkpointEvery: Int, seed: UInt64) {
+        self.steps = steps
+        self.batchSize = batchSize
+        self.learningRate = learningRate
+        warmupSteps = Swift.min(maximumWarmup, steps / 10)
+        self.emaDecay = emaDecay
+        self.checkpointEvery = checkpointEvery
+        self.seed = seed
+    }
+
     /// A user's fine-tuning run: no EMA, a short warm-up (a tenth of the steps, at most 50).
     public static func fineTuning(steps: Int, batchSize: Int, learningRate: Float, seed: UInt64) -> DiffusionTrainingOptions {
-        var options = DiffusionTrainingOptions()
-        options.steps = steps
-        options.batchSize = batchSize
-        options.learningRate = learningRate
-        options.warmupSteps = Swift.min(50, steps / 10)
-        options.emaDecay = nil
-        options.checkpointEvery = Swift.max(steps, 1)
-        options.seed = seed
-        return options
+        DiffusionTrainingOptions(steps: steps, batchSize: batchSize, learningRate: learningRate, maximumWarmup: 50, emaDecay: nil,
+                                 checkpointEvery: Swift.max(steps, 1), seed: seed)
+    }
+
+    /// Pretraining from scratch: a warm-up of a tenth of the steps (at most 200), EMA `emaDecay` (nil: none).
+    public static func pretraining(steps: Int, batchSize: Int, learningRate: Float, emaDecay: Float?, checkpointEvery: Int, seed: UInt64) -> DiffusionTrainingOptions {
+        DiffusionTrainingOptions(steps: steps, batchSize: batchSize, learningRate: learningRate, maximumWarmup: 200, emaDecay: emaDecay,
+                                 checkpointEvery: checkpointEvery, seed: seed)
     }
 }
 
@@ -43,6 +53,11 @@ public struct TrainingProgress: Sendable {
     public var averageLoss: Float
     public var stepsPerSecond: Double
     public var memory: MemoryReport
+
+    public init(step: Int, totalSteps: Int, loss: Float, averageLoss: Float, stepsPerSecond: Double, memory: MemoryReport) {
+        self.step = step; self.totalSteps = totalSteps; self.loss = loss
+        self.averageLoss = averageLoss; self.stepsPerSecond = stepsPerSecond; self.memory = memory
+    }
 }
 
 /// Epsilon-prediction MSE training of a class-conditional `UNet2DModel`, with EMA and resumable
@@ -212,19 +227,4 @@ public final class DiffusionTrainer {
 public struct DiffusionCheckpointError: Error, CustomStringConvertible {
     public var path: String
     public var description: String { "'\(path)' is not a Permafrost training state (missing step, options or optimizer metadata)" }
-}
-
-extension DiffusionTrainingOptions {
-    /// Pretraining from scratch: a warm-up of a tenth of the steps (at most 200), EMA `emaDecay` (nil: none).
-    public static func pretraining(steps: Int, batchSize: Int, learningRate: Float, emaDecay: Float?, checkpointEvery: Int, seed: UInt64) -> DiffusionTrainingOptions {
-        var options = DiffusionTrainingOptions()
-        options.steps = steps
-        options.batchSize = batchSize
-        options.learningRate = learningRate
-        options.warmupSteps = Swift.min(200, steps / 10)
-        options.emaDecay = emaDecay
-        options.checkpointEvery = checkpointEvery
-        options.seed = seed
-        return options
-    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import PermafrostModels
 import PermafrostTensor
 
@@ -43,6 +44,20 @@ public struct SampleEvaluation: Sendable {
             perClass[slot] = Double(indices.filter { predicted[$0] == slot }.count) / Double(indices.count)
         }
         self.perClass = perClass
+    }
+
+    /// One JSON object: `recognition_rate`, `fid`, `samples` and `per_class` (slot → rate).
+    public func json() throws -> String {
+        let object: [String: Any] = ["recognition_rate": quality.recognitionRate, "fid": quality.fid ?? NSNull(), "samples": quality.samples,
+                                     "per_class": Dictionary(uniqueKeysWithValues: perClass.map { (String($0.key), $0.value) })]
+        return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    /// The overall rate and FID, then one line per slot in `slots`' order.
+    public func summary(slots: [Int], realImages: Int) -> String {
+        ([String(format: "recognition rate %.1f%% over %d samples, FID %.3f (classifier features, vs %d real test images)",
+                 quality.recognitionRate * 100, quality.samples, quality.fid ?? .nan, realImages)]
+         + slots.map { String(format: "  class %2d: %.1f%%", $0, (perClass[$0] ?? 0) * 100) }).joined(separator: "\n")
     }
 
     /// The first `count` samples of each slot in `slots`, in order (for a picture grid).

@@ -92,6 +92,14 @@ public struct LearnedMask: Sendable {
     public init(names: [String], softMask: [Float], trace: [(restricted: Float, permitted: Float)]) {
         self.names = names; self.softMask = softMask; self.trace = trace
     }
+
+    /// The last publisher step's losses, with a warning when the restricted loss is the lower one.
+    public var traceSummary: String? {
+        guard let last = trace.last else { return nil }
+        let line = String(format: "learner trace: restricted loss %.4f, permitted loss %.4f at the last publisher step", last.restricted, last.permitted)
+        guard last.restricted < last.permitted else { return line }
+        return line + "\nwarning: the simulated user's restricted loss is below its permitted loss — this guard is unlikely to mitigate (see docs/PROTOCOLS.md)"
+    }
 }
 
 /// FreezeAsGuard's bilevel mask learning for any `Module`.

@@ -72,18 +72,6 @@ public enum GuardedFineTuneError: Error, CustomStringConvertible {
     }
 }
 
-/// One progress report of a guarded fine-tune.
-public struct FineTuneProgress: Sendable {
-    public var step: Int
-    public var totalSteps: Int
-    public var loss: Float
-    /// Mean loss of the last (up to 50) steps.
-    public var averageLoss: Float
-    /// Steps per second over the steps this process ran.
-    public var stepsPerSecond: Double
-    public var memory: MemoryReport
-}
-
 /// A user's fine-tuning of a diffusion base with a publisher's guard enforced: the one
 /// implementation behind `permafrost finetune`, the service's jobs and the evaluation protocols.
 ///
@@ -201,7 +189,7 @@ public final class GuardedFineTune {
     ///   - delta: where to write the trainable tensors (atomically), bound to the base's digest.
     ///   - isCancelled: asked before every step; true stops the run with ``GuardedFineTuneError/cancelled(step:)``.
     public func run(checkpoint: URL? = nil, delta: URL? = nil, deltaMetadata: [String: String] = [:],
-                    isCancelled: () -> Bool = { false }, progress: (FineTuneProgress) -> Void = { _ in }) throws -> FineTuneReport {
+                    isCancelled: () -> Bool = { false }, progress: (TrainingProgress) -> Void = { _ in }) throws -> FineTuneReport {
         MemoryStatistics.returnFreeMemoryToSystem()
         let firstStep = trainer.step, total = trainer.options.steps
         var recent: [Float] = [], lastLoss: Float?, lastMemory: MemoryReport?
@@ -225,7 +213,7 @@ public final class GuardedFineTune {
             stepStart = Date()
             recent.append(result.loss)
             if recent.count > 50 { recent.removeFirst() }
-            progress(FineTuneProgress(step: trainer.step, totalSteps: total, loss: result.loss,
+            progress(TrainingProgress(step: trainer.step, totalSteps: total, loss: result.loss,
                                       averageLoss: recent.reduce(0, +) / Float(recent.count),
                                       stepsPerSecond: Double(trainer.step - firstStep) / max(Date().timeIntervalSince(start), 1e-9),
                                       memory: result.memory))

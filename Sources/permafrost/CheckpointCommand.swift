@@ -28,29 +28,15 @@ struct CheckpointCommand: ParsableCommand {
             do { checkpoint = try SafetensorsFile(contentsOf: url) } catch {
                 throw CLIError("\(file): \(error.description)")
             }
-            let rows = try checkpoint.inventory()
+            let inventory = try CheckpointInventory(file: checkpoint, path: file, sha256: try sha256Hex(of: url))
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                let summary = CheckpointSummary(file: file, sha256: try sha256Hex(of: url), metadata: checkpoint.metadata, tensors: rows)
-                print(String(decoding: try encoder.encode(summary), as: UTF8.self))
-                return
-            }
-            print("\(file)  (\(rows.count) tensors, file SHA-256 \(try sha256Hex(of: url)))")
-            for key in checkpoint.metadata.keys.sorted() { print("  metadata \(key) = \(checkpoint.metadata[key] ?? "")") }
-            let nameWidth = max(4, rows.map(\.name.count).max() ?? 0)
-            print("  " + "name".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  dtype  shape                 sha256")
-            for row in rows {
-                let shape = "[" + row.shape.map(String.init).joined(separator: ", ") + "]"
-                print("  " + row.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  " + row.dtype.padding(toLength: 5, withPad: " ", startingAt: 0)
-                      + "  " + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + "  " + row.sha256)
+                print(String(decoding: try encoder.encode(inventory), as: UTF8.self))
+            } else {
+                print(inventory.table)
             }
         }
-    }
-
-    /// What `checkpoint inspect --json` prints.
-    struct CheckpointSummary: Encodable {
-        var file: String, sha256: String, metadata: [String: String], tensors: [SafetensorsFile.InventoryEntry]
     }
 
     struct Convert: ParsableCommand {
@@ -65,13 +51,9 @@ struct CheckpointCommand: ParsableCommand {
             guard let target = SafetensorsDType(rawValue: dtype.uppercased()), [.f32, .f16, .bf16].contains(target) else {
                 throw ValidationError("--dtype must be F32, F16 or BF16, got '\(dtype)'")
             }
-            do {
-                let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
-                let count = try file.convertFloatingPoint(to: target, writingTo: URL(fileURLWithPath: output))
-                print("wrote \(output): \(count) tensors as \(target.rawValue)")
-            } catch {
-                throw CLIError("\(error)")
-            }
+            let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: input))
+            let count = try file.convertFloatingPoint(to: target, writingTo: URL(fileURLWithPath: output))
+            print("wrote \(output): \(count) tensors as \(target.rawValue)")
         }
     }
 }

@@ -26,8 +26,8 @@ struct ClassifierCommand: ParsableCommand {
         func run() throws {
             try engine.apply()
             let fashionClasses = Set(try fashion.map { try parseRanges($0, name: "--fashion") } ?? [])
-            let train = try dataOptions.loadOnDisk(split: "train", digits: Set(0..<10), fashion: fashionClasses)
-            let test = try dataOptions.loadOnDisk(split: "t10k", digits: Set(0..<10), fashion: fashionClasses)
+            let train = try dataOptions.shipped().loadOnDisk(split: "train", digits: Set(0..<10), fashion: fashionClasses)
+            let test = try dataOptions.shipped().loadOnDisk(split: "t10k", digits: Set(0..<10), fashion: fashionClasses)
             let classes = fashionClasses.isEmpty ? 10 : 13
             let model = ImageClassifier(classes: classes, seed: seed)
             let bar = ProgressBar(total: epochs * (train.count / batch), label: "classifier")
@@ -77,8 +77,8 @@ extension ClassifierCommand {
             }
             // Both sets stay on disk and are read a batch at a time: held as bytes they were 26.5 MB
             // of every step's resident memory, more than SlimFit's tensors (docs/results/slimfit.md).
-            let train = try dataOptions.loadOnDisk(split: "train", digits: Set(0..<10), fashion: [1, 7, 8])
-            let test = try dataOptions.loadOnDisk(split: "t10k", digits: Set(0..<10), fashion: [1, 7, 8])
+            let train = try dataOptions.shipped().loadOnDisk(split: "train", digits: Set(0..<10), fashion: [1, 7, 8])
+            let test = try dataOptions.shipped().loadOnDisk(split: "t10k", digits: Set(0..<10), fashion: [1, 7, 8])
             var settings = ClassifierFineTuneSettings()
             settings.epochs = epochs; settings.batch = batch; settings.learningRate = learningRate; settings.seed = seed
             settings.freezeHead = freezeHead

@@ -31,7 +31,7 @@ struct Demo: ParsableCommand {
         let started = Date()
         let out = URL(fileURLWithPath: output)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        let models = URL(fileURLWithPath: try dataOptions.directory().deletingLastPathComponent().path).appendingPathComponent("Models")
+        let models = URL(fileURLWithPath: try dataOptions.shipped().directory.deletingLastPathComponent().path).appendingPathComponent("Models")
         let baseURL = URL(fileURLWithPath: base ?? models.appendingPathComponent("base-0-5").path)
         guard FileManager.default.fileExists(atPath: baseURL.appendingPathComponent("config.json").path) else {
             throw CLIError("no base model at \(baseURL.path): train one with `permafrost pretrain --digits 0-5 --output \(baseURL.path)` or pass --base")

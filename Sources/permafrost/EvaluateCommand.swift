@@ -34,19 +34,10 @@ struct Evaluate: ParsableCommand {
         let images = DiffusionSampler.sample(model: unet, classes: requested, steps: steps, eta: eta, seed: seed) { done, _ in bar.update(done) }
         let real = try dataOptions.shipped().testImages(showing: Set(slots))
         let result = try SampleEvaluation(classifier: judge, images: images, requested: requested, real: real.batch(Array(0..<real.count)))
-        let quality = result.quality, perClassRates = Dictionary(uniqueKeysWithValues: result.perClass.map { (String($0.key), $0.value) })
         if let grid {
             try ImageGrid.write(SampleEvaluation.firstSamples(of: images, requested: requested, slots: slots, count: 10),
                                 columns: min(10, perClass), to: URL(fileURLWithPath: grid))
         }
-        if json {
-            let object: [String: Any] = ["recognition_rate": quality.recognitionRate, "fid": quality.fid ?? NSNull(), "samples": quality.samples,
-                                         "per_class": perClassRates]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
-        } else {
-            print(String(format: "recognition rate %.1f%% over %d samples, FID %.3f (classifier features, vs %d real test images)",
-                         quality.recognitionRate * 100, quality.samples, quality.fid ?? .nan, real.count))
-            for slot in slots { print(String(format: "  class %2d: %.1f%%", slot, perClassRates[String(slot)]! * 100)) }
-        }
+        print(json ? try result.json() : result.summary(slots: slots, realImages: real.count))
     }
 }

@@ -56,7 +56,7 @@ struct Finetune: ParsableCommand {
                 throw CLIError("--plan: '\(plan)' is not a FreezePlan JSON file: \(error)")
             }
         }
-        var data = try dataOptions.load(split: "train", digits: Set(try digits.map { try parseRanges($0, name: "--digits") } ?? []),
+        var data = try dataOptions.shipped().load(split: "train", digits: Set(try digits.map { try parseRanges($0, name: "--digits") } ?? []),
                                         fashion: Set(try fashion.map { try parseRanges($0, name: "--fashion") } ?? []))
         guard data.count > 0 else { throw ValidationError("choose data with --digits and/or --fashion") }
         if userHalf { data = GuardProtocol.half(data, publisher: false) }
@@ -80,17 +80,12 @@ struct Finetune: ParsableCommand {
         let out = URL(fileURLWithPath: output)
         let bar = ProgressBar(total: steps, label: "finetune")
         bar.quiet = quiet
-        var report: FineTuneReport
-        do {
-            let fineTune = try GuardedFineTune(base: origin, guard: manifest, trustedPublisherKey: trustedKey, userPlan: userPlan, data: data, settings: settings)
-            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-            report = try fineTune.run(delta: out.appendingPathComponent("delta.safetensors"), progress: { p in
-                bar.update(p.step, detail: String(format: "loss %.4f", p.averageLoss))
-            })
-            try fineTune.model.save(directory: out.appendingPathComponent("model"))
-        } catch let error as GuardedFineTuneError {
-            throw CLIError(error.description)
-        }
+        let fineTune = try GuardedFineTune(base: origin, guard: manifest, trustedPublisherKey: trustedKey, userPlan: userPlan, data: data, settings: settings)
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        var report = try fineTune.run(delta: out.appendingPathComponent("delta.safetensors"), progress: { p in
+            bar.update(p.step, detail: String(format: "loss %.4f", p.averageLoss))
+        })
+        try fineTune.model.save(directory: out.appendingPathComponent("model"))
         (report.base, report.guardFile) = (base, self.guard)
         try report.write(to: out.appendingPathComponent("report.json"))
         if !quiet { print(report) }

@@ -23,7 +23,7 @@ struct GuardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "guard",
         abstract: "FreezeAsGuard for publishers: learn, sign, verify and inspect guard manifests.",
-        subcommands: [Keygen.self, Learn.self, Sign.self, Verify.self, Inspect.self, EvaluateGuard.self, Summarize.self]
+        subcommands: [Keygen.self, Learn.self, Lock.self, Sign.self, Verify.self, Inspect.self, EvaluateGuard.self, Summarize.self]
     )
 
     struct Keygen: ParsableCommand {
@@ -58,21 +58,17 @@ struct GuardCommand: ParsableCommand {
         @Option(help: "Base UNet folder (or safetensors file) the guard must belong to.") var base: String?
         @Option(help: "A model folder or full checkpoint whose guarded tensors must equal the base bit for bit.") var model: String?
         func run() throws {
-            do {
-                let guardManifest = try GuardManifest.load(from: URL(fileURLWithPath: manifest))
-                try guardManifest.verifySignature(trustedKey: try publicKey.map { try GuardKeys.publicKey(from: URL(fileURLWithPath: $0)) })
-                print("signature: ok (\(guardManifest.publicKey ?? ""))\(publicKey == nil ? " — embedded key; pass --public-key to pin the publisher" : "")")
-                if let base {
-                    try guardManifest.verifyBase(UNet2DModel.weightsURL(base))
-                    print("base: ok (\(guardManifest.baseSHA256))")
-                }
-                if let model {
-                    let changed = try guardManifest.changedTensors(in: try SafetensorsFile(contentsOf: UNet2DModel.weightsURL(model)))
-                    guard changed.isEmpty else { throw GuardError.tensorChanged(names: changed) }
-                    print("model: ok (\(guardManifest.frozen.count) guarded tensors bit-identical to the base)")
-                }
-            } catch let error as GuardError {
-                throw CLIError(error.description)
+            let guardManifest = try GuardManifest.load(from: URL(fileURLWithPath: manifest))
+            try guardManifest.verifySignature(trustedKey: try publicKey.map { try GuardKeys.publicKey(from: URL(fileURLWithPath: $0)) })
+            print("signature: ok (\(guardManifest.publicKey ?? ""))\(publicKey == nil ? " — embedded key; pass --public-key to pin the publisher" : "")")
+            if let base {
+                try guardManifest.verifyBase(UNet2DModel.weightsURL(base))
+                print("base: ok (\(guardManifest.baseSHA256))")
+            }
+            if let model {
+                let changed = try guardManifest.changedTensors(in: try SafetensorsFile(contentsOf: UNet2DModel.weightsURL(model)))
+                guard changed.isEmpty else { throw GuardError.tensorChanged(names: changed) }
+                print("model: ok (\(guardManifest.frozen.count) guarded tensors bit-identical to the base)")
             }
         }
     }

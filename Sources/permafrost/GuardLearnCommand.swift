@@ -65,12 +65,7 @@ extension GuardCommand {
             print(String(format: "guard: %d of %d tensors frozen (%.1f%% of tensors, %.1f%% of parameters)%@ → %@",
                          manifest.frozen.count, mask.names.count, manifest.freezeRatio * 100, manifest.freezeRatioParameters * 100,
                          key == nil ? " (unsigned: sign with `permafrost guard sign`)" : ", signed", output))
-            if let last = mask.trace.last {
-                print(String(format: "learner trace: restricted loss %.4f, permitted loss %.4f at the last publisher step", last.restricted, last.permitted))
-                if last.restricted < last.permitted {
-                    print("warning: the simulated user's restricted loss is below its permitted loss — this guard is unlikely to mitigate (see docs/PROTOCOLS.md)")
-                }
-            }
+            if let trace = mask.traceSummary { print(trace) }
         }
     }
 }

@@ -38,7 +38,7 @@ struct Pretrain: ParsableCommand {
         try engine.apply()
         guard steps > 0, batch > 0, checkpointEvery > 0, learningRate > 0 else { throw ValidationError("--steps, --batch, --checkpoint-every and --learning-rate must be positive") }
         let out = URL(fileURLWithPath: output)
-        let data = try dataOptions.load(split: "train", digits: Set(try parseRanges(digits, name: "--digits")),
+        let data = try dataOptions.shipped().load(split: "train", digits: Set(try parseRanges(digits, name: "--digits")),
                                         fashion: Set(try fashion.map { try parseRanges($0, name: "--fashion") } ?? []))
         let checkpoint = out.appendingPathComponent("checkpoint")
         let trainer: DiffusionTrainer

@@ -23,8 +23,7 @@ struct UNetCommand: ParsableCommand {
             let unet = try UNet2DModel(directory: URL(fileURLWithPath: model))
             let file: SafetensorsFile
             do { file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: inputs)) } catch { throw CLIError("\(inputs): \(error)") }
-            let result: Tensor
-            do { result = try unet.forward(inputs: file) } catch let error as UNetInputError { throw CLIError(error.description) }
+            let result = try unet.forward(inputs: file)
             try SafetensorsWriter.write([(name: "sample", tensor: result)], to: URL(fileURLWithPath: output))
             print("wrote \(output): sample \(result.shape)")
         }

@@ -21,19 +21,10 @@ final class GuardedFineTuneTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
 
-    static func tinyConfig() -> UNet2DConfig {
-        var c = UNet2DConfig()
-        c.sampleSize = 28; c.inChannels = 1; c.outChannels = 1
-        c.blockOutChannels = [8, 16]; c.layersPerBlock = 1
-        c.downBlockTypes = ["DownBlock2D", "AttnDownBlock2D"]; c.upBlockTypes = ["AttnUpBlock2D", "UpBlock2D"]
-        c.normNumGroups = 4; c.attentionHeadDim = 4; c.numClassEmbeds = 16
-        return c
-    }
-
     /// A saved base, a guard over its conditioning path and first down block signed by `key`, and 24 images.
     func fixture() throws -> (base: URL, manifest: GuardManifest, data: LabeledImages) {
         let base = folder.appendingPathComponent("base")
-        let model = try UNet2DModel(config: Self.tinyConfig(), seed: 7)
+        let model = try UNet2DModel(config: .mnistTiny, seed: 7)
         try model.save(directory: base)
         let guarded = Set(model.namedParameters().map(\.name).filter { $0.hasPrefix("conv_in.") || $0.hasPrefix("down_blocks.0.") })
         var manifest = try GuardManifest(model: model, frozen: guarded, baseSHA256: try sha256Hex(of: base.appendingPathComponent(UNet2DModel.weightsFileName)),
@@ -122,7 +113,7 @@ final class GuardedFineTuneTests: XCTestCase {
         XCTAssertEqual(try refusal(unsigned), .unsigned)
         XCTAssertNil(try refusal(unsigned, acceptUnsigned: true), "an evaluation's own unsigned mask is accepted when asked")
         // The right file digest but other weights in hand: the tensor digests catch it.
-        let other = try UNet2DModel(config: Self.tinyConfig(), seed: 8)
+        let other = try UNet2DModel(config: .mnistTiny, seed: 8)
         let error = try refusal(manifest, base: GuardedFineTune.Base(model: other, sha256: manifest.baseSHA256))
         guard case let .tensorChanged(names)? = error else { return XCTFail("expected tensorChanged, got \(String(describing: error))") }
         // Norm scales and shifts start at 1 and 0 whatever the seed; every other guarded tensor differs.

@@ -64,3 +64,46 @@ extension GuardLearner {
             progress: progress)
     }
 }
+
+extension GuardProtocol {
+    /// The digits the shipped base was pretrained on: what a lock must keep it drawing.
+    public static let baseDigits: Set<Int> = Set(0...5)
+
+    /// The restricted images under each label assignment an attacker may choose: their own slots,
+    /// the unused slots 13–15, and the permitted slots (restricted content taught as permitted classes).
+    public static func labelVariants(of restricted: LabeledImages, permittedSlots: [Int]) -> [LabeledImages] {
+        let classes = Set(restricted.labels).sorted()
+        var variants = [restricted, maliciouslyRelabeled(restricted)]
+        if !permittedSlots.isEmpty {
+            variants.append(restricted.relabeled(Dictionary(uniqueKeysWithValues: classes.enumerated().map {
+                ($0.element, permittedSlots[$0.offset % permittedSlots.count])
+            })))
+        }
+        return variants
+    }
+
+    /// The publisher's lock sets (even-indexed images): restricted under every label assignment,
+    /// permitted, and the base's own digits to retain.
+    public func lockSets(_ data: ShippedData) throws(DatasetError) -> (restricted: [LabeledImages], permitted: LabeledImages, retain: LabeledImages) {
+        let restricted = Self.half(try restricted(data), publisher: true)
+        let permitted = Self.half(try permitted(data), publisher: true)
+        let permittedSlots = Set(permitted.labels).sorted()
+        let retain = Self.half(try data.load(split: "train", digits: Self.baseDigits.subtracting(restrictedDigits).subtracting(permittedDigits)), publisher: true)
+        return (Self.labelVariants(of: restricted, permittedSlots: permittedSlots), permitted, retain)
+    }
+}
+
+extension LockTask {
+    /// A lock task for a diffusion model: epsilon-prediction losses of `batchSize` images drawn by
+    /// Philox streams of `seed`; `restricted[v]` is label assignment v.
+    public static func diffusion(model: UNet2DModel, restricted: [LabeledImages], permitted: LabeledImages, retain: LabeledImages,
+                                 batchSize: Int, seed: UInt64) -> LockTask {
+        let schedule = NoiseSchedule()
+        return LockTask(
+            restricted: { stream, variant in
+                epsilonPredictionLoss(model, data: restricted[variant % restricted.count], schedule: schedule, batchSize: batchSize, seed: seed, stream: stream)
+            },
+            permitted: { epsilonPredictionLoss(model, data: permitted, schedule: schedule, batchSize: batchSize, seed: seed, stream: $0) },
+            retain: { epsilonPredictionLoss(model, data: retain, schedule: schedule, batchSize: batchSize, seed: seed, stream: $0) })
+    }
+}

@@ -19,6 +19,22 @@ public struct ShippedData: Sendable {
         self.directory = directory
     }
 
+    /// The shipped data in `path` when given; else in `./Data`, else in the `Data/` folder of the
+    /// source tree this library was built from (so `swift run` works from anywhere in a checkout).
+    public static func locate(_ path: String?) throws(DatasetError) -> ShippedData {
+        var candidates: [URL] = []
+        if let path { candidates.append(URL(fileURLWithPath: path)) } else {
+            candidates.append(URL(fileURLWithPath: "Data"))
+            // Sources/PermafrostIO/Datasets/ShippedData.swift → the package root.
+            candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Data"))
+        }
+        for candidate in candidates where FileManager.default.fileExists(atPath: candidate.appendingPathComponent("mnist").path) {
+            return try ShippedData(directory: candidate)
+        }
+        throw .notFound("no data folder found (looked in \(candidates.map(\.path).joined(separator: ", "))); pass --data DIR with mnist/ inside")
+    }
+
     /// MNIST `digits` (labels = digits) plus Fashion-MNIST `fashion` classes under slots 10–12.
     public func load(split: String, digits: Set<Int>, fashion: Set<Int> = []) throws(DatasetError) -> LabeledImages {
         var set = try LabeledImages(directory: directory.appendingPathComponent("mnist"), split: split).filtered(digits)

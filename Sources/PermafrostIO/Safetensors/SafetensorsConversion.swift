@@ -37,3 +37,33 @@ extension SafetensorsFile {
         }
     }
 }
+
+/// A checkpoint's contents as `permafrost checkpoint inspect` shows them: the file's digest, its
+/// metadata, and every tensor with the digest of its stored bytes.
+public struct CheckpointInventory: Codable, Sendable {
+    public var file: String
+    public var sha256: String
+    public var metadata: [String: String]
+    public var tensors: [SafetensorsFile.InventoryEntry]
+
+    public init(file checkpoint: SafetensorsFile, path: String, sha256: String) throws {
+        file = path
+        self.sha256 = sha256
+        metadata = checkpoint.metadata
+        tensors = try checkpoint.inventory()
+    }
+
+    /// An aligned table: a header line, the metadata, then name, dtype, shape and SHA-256 per tensor.
+    public var table: String {
+        var lines = ["\(file)  (\(tensors.count) tensors, file SHA-256 \(sha256))"]
+        lines += metadata.keys.sorted().map { "  metadata \($0) = \(metadata[$0] ?? "")" }
+        let nameWidth = Swift.max(4, tensors.map(\.name.count).max() ?? 0)
+        lines.append("  " + "name".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  dtype  shape                 sha256")
+        for row in tensors {
+            let shape = "[" + row.shape.map(String.init).joined(separator: ", ") + "]"
+            lines.append("  " + row.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  " + row.dtype.padding(toLength: 5, withPad: " ", startingAt: 0)
+                         + "  " + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + "  " + row.sha256)
+        }
+        return lines.joined(separator: "\n")
+    }
+}

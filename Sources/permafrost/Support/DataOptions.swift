@@ -2,39 +2,13 @@ import ArgumentParser
 import Foundation
 import PermafrostIO
 
-/// Where the shipped data lives, and the class-slot mapping every command shares.
+/// Where the shipped data lives.
 struct DataOptions: ParsableArguments {
     @Option(help: "Data folder with mnist/ and fashion-mnist/ (default: ./Data, else the Data/ folder of this source tree).")
     var data: String?
 
-    func directory() throws -> URL {
-        var candidates: [URL] = []
-        if let data { candidates.append(URL(fileURLWithPath: data)) } else {
-            candidates.append(URL(fileURLWithPath: "Data"))
-            // Sources/permafrost/Support/DataOptions.swift → the package root.
-            candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Data"))
-        }
-        for candidate in candidates where FileManager.default.fileExists(atPath: candidate.appendingPathComponent("mnist").path) {
-            return candidate
-        }
-        throw CLIError("no data folder found (looked in \(candidates.map(\.path).joined(separator: ", "))); pass --data DIR with mnist/ inside")
-    }
-
-    /// The shipped data sets in ``directory()``.
-    func shipped() throws -> ShippedData {
-        do { return try ShippedData(directory: try directory()) } catch let error as DatasetError { throw CLIError(error.description) }
-    }
-
-    /// MNIST digits `digits` (labels = digits) plus Fashion-MNIST classes mapped to slots 10–12.
-    func load(split: String, digits: Set<Int>, fashion: Set<Int> = []) throws -> LabeledImages {
-        do { return try shipped().load(split: split, digits: digits, fashion: fashion) } catch let error as DatasetError { throw CLIError(error.description) }
-    }
-
-    /// The same images, streamed from disk a batch at a time (`DiskBackedImages`).
-    func loadOnDisk(split: String, digits: Set<Int>, fashion: Set<Int> = []) throws -> DiskBackedImages {
-        do { return try shipped().loadOnDisk(split: split, digits: digits, fashion: fashion) } catch let error as DatasetError { throw CLIError(error.description) }
-    }
+    /// The shipped data sets: in --data, else ./Data, else the Data/ folder of the source tree.
+    func shipped() throws -> ShippedData { try ShippedData.locate(data) }
 }
 
 /// Parses "0-5,8,9" into integers.
