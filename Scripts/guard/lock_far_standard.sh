@@ -6,6 +6,7 @@
 # (DDIM 6 steps, eta 1), writing sample grids beside every number. One seed.
 #
 #   Scripts/guard/lock_far_standard.sh OUT [LOCK_STEPS] [GUARD.json KEY]
+#   LOCK_FLAGS="--retain-weight 30" Scripts/guard/lock_far_standard.sh …     (extra `guard lock` options)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="$1"; steps="${2:-200}"
@@ -19,7 +20,8 @@ else
   guard="$out/guard.json"; key="$out/publisher.key"
 fi
 start=$(date +%s)
-"$B" guard lock --base Models/base-0-5 --guard "$guard" --key "$key" --steps "$steps" --output "$out/locked"
+# shellcheck disable=SC2086
+"$B" guard lock --base Models/base-0-5 --guard "$guard" --key "$key" --steps "$steps" ${LOCK_FLAGS:-} --output "$out/locked"
 echo "lock: $(( $(date +%s) - start )) s for $steps steps" | tee "$out/lock-time.txt"
 
 score() { # model classes name

@@ -23,8 +23,9 @@ extension GuardCommand {
         @Option(help: "Lock steps.") var steps: Int = 200
         @Option(help: "Adam's rate on the frozen tensors.") var learningRate: Float = 5e-4
         @Option(help: "Cap τ up to which the restricted loss after an attack is raised.") var cap: Float = 1
-        @Option(help: "Weight α of the permitted loss after a permitted attack.") var permittedWeight: Float = 1
-        @Option(help: "Weight β of the retain loss on the base's own digits.") var retainWeight: Float = 1
+        @Option(help: "Weight α of the permitted loss after a permitted attack.") var permittedWeight: Float = 2
+        @Option(help: "Weight β of the retain loss on the base's own digits.") var retainWeight: Float = 10
+        @Flag(help: "Retain by the denoising loss instead of distilling the base's own noise predictions.") var denoisingRetain = false
         @Option(help: "Batch size of each loss.") var batch: Int = 16
         @Option(help: "Random seed.") var seed: UInt64 = 0
         @Option(help: "Private key to sign the locked guard.") var key: String?
@@ -47,11 +48,12 @@ extension GuardCommand {
             let out = URL(fileURLWithPath: output), checkpoint = out.appendingPathComponent("lock-checkpoint")
             if resume { try lock.resume(from: checkpoint) }
             let bar = ProgressBar(total: steps, label: "lock", initial: lock.step)
-            let task = LockTask.diffusion(model: model, restricted: restricted, permitted: permitted, retain: retain, batchSize: batch, seed: seed)
+            let teacher = denoisingRetain ? nil : try UNet2DModel(directory: URL(fileURLWithPath: base))
+            let task = LockTask.diffusion(model: model, restricted: restricted, permitted: permitted, retain: retain, batchSize: batch, seed: seed, teacher: teacher)
             try lock.lock(task, checkpoint: checkpoint) { p in
                 bar.update(p.step, detail: String(format: "L_r %.3f L_p %.3f L_retain %.3f", p.restrictedLoss, p.permittedLoss, p.retainLoss))
             }
-            let fields = manifest.settings.merging(settings.dictionary) { $1 }.merging(["protocol": `protocol`]) { $1 }
+            let fields = manifest.settings.merging(settings.dictionary) { $1 }.merging(["protocol": `protocol`, "lock_retain": teacher == nil ? "denoising" : "distillation"]) { $1 }
             let locked = try GuardManifest.publishLocked(model, frozen: Set(manifest.frozen), to: out.appendingPathComponent("base"), settings: fields,
                                                          signingKey: try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) })
             try locked.write(to: out.appendingPathComponent("guard.json"))

@@ -1,6 +1,7 @@
 import PermafrostDiffusion
 import PermafrostIO
 import PermafrostModels
+import PermafrostTensor
 
 /// An evaluation protocol of `docs/PROTOCOLS.md`: which digits / Fashion classes are restricted and
 /// permitted, and the class slots they are taught under.
@@ -96,14 +97,31 @@ extension GuardProtocol {
 extension LockTask {
     /// A lock task for a diffusion model: epsilon-prediction losses of `batchSize` images drawn by
     /// Philox streams of `seed`; `restricted[v]` is label assignment v.
+    ///
+    /// With a `teacher` (an unchanged copy of the base), the retain loss is distillation: the mean
+    /// squared difference between the model's and the teacher's noise predictions on the retain
+    /// batch. The denoising loss alone is a weak anchor — averaged over timesteps it hardly moves
+    /// while a lock ruins sampling — whereas distillation is zero only where the base's behaviour is kept.
     public static func diffusion(model: UNet2DModel, restricted: [LabeledImages], permitted: LabeledImages, retain: LabeledImages,
-                                 batchSize: Int, seed: UInt64) -> LockTask {
+                                 batchSize: Int, seed: UInt64, teacher: UNet2DModel? = nil) -> LockTask {
         let schedule = NoiseSchedule()
+        let retainLoss: (UInt64) -> Tensor
+        if let teacher {
+            retainLoss = { stream in
+                var generator = PhiloxGenerator(seed: seed, stream: stream)
+                let batch = schedule.batch(of: retain, size: batchSize, generator: &generator)
+                let timesteps = batch.timesteps.map(Float.init)
+                let target = GradientRecording.withoutRecording { teacher(batch.noisy, timesteps: timesteps, classLabels: batch.labels) }
+                return meanSquaredError(model(batch.noisy, timesteps: timesteps, classLabels: batch.labels), target)
+            }
+        } else {
+            retainLoss = { epsilonPredictionLoss(model, data: retain, schedule: schedule, batchSize: batchSize, seed: seed, stream: $0) }
+        }
         return LockTask(
             restricted: { stream, variant in
                 epsilonPredictionLoss(model, data: restricted[variant % restricted.count], schedule: schedule, batchSize: batchSize, seed: seed, stream: stream)
             },
             permitted: { epsilonPredictionLoss(model, data: permitted, schedule: schedule, batchSize: batchSize, seed: seed, stream: $0) },
-            retain: { epsilonPredictionLoss(model, data: retain, schedule: schedule, batchSize: batchSize, seed: seed, stream: $0) })
+            retain: retainLoss)
     }
 }
