@@ -121,10 +121,13 @@ public final class GuardedFineTune {
     /// - Parameters:
     ///   - base: the published base. Its weights are trained in place.
     ///   - manifest: the guard to enforce. It must be signed (by `trustedPublisherKey` when given)
-    ///     unless `acceptUnsigned` (an evaluation's own masks), must name `base`'s digest, and its
-    ///     tensor digests must match the weights.
+    ///     unless `acceptUnsigned`, must name `base`'s digest, and its tensor digests must match the weights.
+    ///   - trustedPublisherKey: the publisher's Ed25519 public key (base64); nil accepts the manifest's own key.
+    ///   - acceptUnsigned: run an unsigned manifest (an evaluation's own masks); a signed one is always verified.
     ///   - userPlan: tensors the user freezes in addition to the guard.
-    ///   - resumingFrom: a checkpoint folder written by an earlier run of the same job; when it holds
+    ///   - data: the training images and their class slots.
+    ///   - settings: steps, batch, rate, seed, scheduler, activation compression, checkpoint interval.
+    ///   - checkpoint: a checkpoint folder written by an earlier run of the same job; when it holds
     ///     a training state, the run continues from it (the guard is checked against its weights).
     public init(base: Base, guard manifest: GuardManifest?, trustedPublisherKey: String? = nil, acceptUnsigned: Bool = false,
                 userPlan: FreezePlan = FreezePlan(), data: LabeledImages, settings: FineTuneSettings,

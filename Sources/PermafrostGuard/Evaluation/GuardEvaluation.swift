@@ -78,6 +78,12 @@ public final class GuardEvaluation {
     public private(set) var pictures: [String: Tensor] = [:]
 
     /// - Parameters:
+    ///   - spec: the protocol (restricted and permitted domains).
+    ///   - base: the published base; every fine-tune starts from a copy of it.
+    ///   - baseDigest: the SHA-256 of the base's weights file.
+    ///   - classifier: the evaluation classifier that scores samples.
+    ///   - scale: steps, batches, ratios, methods and samples per class.
+    ///   - data: the shipped data sets.
     ///   - log: one line per measured cell and its result.
     ///   - guardProgress: each step of each guard being learnt, with its target ratio.
     public init(spec: GuardProtocol, base: UNet2DModel, baseDigest: String, classifier: ImageClassifier, scale: EvaluationScale,
