@@ -35,15 +35,21 @@ public struct SampleEvaluation: Sendable {
     public var perClass: [Int: Double]
 
     /// Scores `images`, generated for `requested` slots (same order), against the real images `real`.
-    public init(classifier: ImageClassifier, images: Tensor, requested: [Int], real: Tensor) throws {
+    ///
+    /// With `minimumConfidence` above 0 a sample counts only when the classifier gives its requested
+    /// class at least that probability: a classifier without a "none of these" class must place
+    /// pure noise somewhere (the shipped one calls it "bag"), and the threshold keeps that out of the rate.
+    public init(classifier: ImageClassifier, images: Tensor, requested: [Int], real: Tensor, minimumConfidence: Float = 0) throws {
         quality = try QualityEvaluation.evaluate(classifier: classifier, generated: images, requested: requested, real: real)
-        let predicted = classifier.predict(images)
+        let predicted = classifier.predictWithConfidence(images)
+        let recognised = requested.indices.map { predicted[$0].label == requested[$0] && predicted[$0].confidence >= minimumConfidence }
         var perClass: [Int: Double] = [:]
         for slot in Set(requested) {
             let indices = requested.indices.filter { requested[$0] == slot }
-            perClass[slot] = Double(indices.filter { predicted[$0] == slot }.count) / Double(indices.count)
+            perClass[slot] = Double(indices.filter { recognised[$0] }.count) / Double(indices.count)
         }
         self.perClass = perClass
+        quality.recognitionRate = Double(recognised.filter { $0 }.count) / Double(Swift.max(requested.count, 1))
     }
 
     /// One JSON object: `recognition_rate`, `fid`, `samples` and `per_class` (slot → rate).

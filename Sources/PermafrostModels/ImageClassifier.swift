@@ -57,6 +57,26 @@ public final class ImageClassifier: Module {
         try predict(count: data.count, batch: batch) { (range) throws(Source.BatchFailure) in try data.batch(Array(range), range: -1...1) }
     }
 
+    /// Predicted classes with the classifier's probability for each (the softmax of its logits), in
+    /// batches (no autodiff): a caller that must not count noise as a class can ask for confidence.
+    public func predictWithConfidence(_ images: Tensor, batch: Int = 64) -> [(label: Int, confidence: Float)] {
+        precondition(batch > 0, "the prediction batch must be positive, got \(batch)")
+        var result: [(label: Int, confidence: Float)] = []
+        for start in stride(from: 0, to: images.shape[0], by: batch) {
+            let end = Swift.min(images.shape[0], start + batch)
+            let input = images.slice(alongAxis: 0, from: start, to: end)
+            let probabilities = GradientRecording.withoutRecording { logits(input).softmax(alongAxis: -1) }
+            probabilities.withUnsafeBufferPointer { p in
+                for row in 0..<(end - start) {
+                    let values = p[(row * classes)..<((row + 1) * classes)]
+                    let best = values.indices.max { values[$0] < values[$1] } ?? row * classes
+                    result.append((best - row * classes, values[best]))
+                }
+            }
+        }
+        return result
+    }
+
     /// Accuracy on a labelled image set, in [0, 1].
     public func accuracy<Source: LabeledImageSource>(on data: Source, batch: Int = 64) throws(Source.BatchFailure) -> Double {
         let predicted = try predict(data, batch: batch)

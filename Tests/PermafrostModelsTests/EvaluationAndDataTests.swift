@@ -198,3 +198,32 @@ final class DataAndImageTests: XCTestCase {
         XCTAssertEqual(Compression.crc32(Array("IEND".utf8)), 0xAE42_6082)
     }
 }
+
+final class ConfidenceScoringTests: XCTestCase {
+    func testConfidenceIsTheSoftmaxMaximumAndTheThresholdOnlyRemovesSamples() throws {
+        let classifier = ImageClassifier(classes: 13, seed: 3)
+        var g = PhiloxGenerator(seed: 8)
+        let images = Tensor(randomUniform: [40, 1, 28, 28], lower: -1, upper: 1, generator: &g)
+        let scored = classifier.predictWithConfidence(images, batch: 16)
+        XCTAssertEqual(scored.map(\.label), classifier.predict(images))
+        // The probability of the top class, from the logits in Double.
+        let logits = GradientRecording.withoutRecording { classifier.logits(images) }.scalars
+        for (i, entry) in scored.enumerated() {
+            let row = logits[(i * 13)..<((i + 1) * 13)].map(Double.init)
+            let top = row.max()!
+            let expected = 1 / row.map { exp($0 - top) }.reduce(0, +)
+            XCTAssertEqual(Double(entry.confidence), expected, accuracy: 1e-5)
+        }
+        // Requested: each image's own top class for the first half, another class for the rest.
+        let requested = scored.enumerated().map { $0.offset < 20 ? $0.element.label : ($0.element.label + 1) % 13 }
+        let plain = try SampleEvaluation(classifier: classifier, images: images, requested: requested, real: images)
+        XCTAssertEqual(plain.quality.recognitionRate, 0.5)
+        let median = scored.prefix(20).map(\.confidence).sorted()[10]
+        let strict = try SampleEvaluation(classifier: classifier, images: images, requested: requested, real: images, minimumConfidence: median)
+        XCTAssertEqual(strict.quality.recognitionRate, Double(scored.prefix(20).filter { $0.confidence >= median }.count) / 40)
+        XCTAssertLessThan(strict.quality.recognitionRate, plain.quality.recognitionRate)
+        let none = try SampleEvaluation(classifier: classifier, images: images, requested: requested, real: images, minimumConfidence: 1.01)
+        XCTAssertEqual(none.quality.recognitionRate, 0)
+        XCTAssertEqual(none.quality.fid, plain.quality.fid, "the threshold changes the rate, not the FID")
+    }
+}
