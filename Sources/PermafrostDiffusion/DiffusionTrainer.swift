@@ -148,10 +148,19 @@ public final class DiffusionTrainer {
     /// Trains until `options.steps`, checkpointing into `checkpointDirectory` every
     /// `options.checkpointEvery` steps (and at the end), reporting every step.
     public func train(checkpointDirectory: URL?, progress: (TrainingProgress) -> Void) throws {
+        try train(checkpointDirectory: checkpointDirectory, checkpointAtEnd: true, isCancelled: { false }, progress: progress)
+    }
+
+    /// The training loop with a stop: `isCancelled` is asked before every step and true throws
+    /// ``TrainingCancelled``; without `checkpointAtEnd` the last step writes no checkpoint (a run
+    /// that saves its result elsewhere and deletes its checkpoints).
+    public func train(checkpointDirectory: URL?, checkpointAtEnd: Bool, isCancelled: () -> Bool,
+                      progress: (TrainingProgress) -> Void) throws {
         var recent: [Float] = []
         let start = Date()
         let firstStep = step
         while step < options.steps {
+            if isCancelled() { throw TrainingCancelled(step: step) }
             let result = try trainStep()
             recent.append(result.loss)
             if recent.count > 50 { recent.removeFirst() }
@@ -159,7 +168,8 @@ public final class DiffusionTrainer {
             progress(TrainingProgress(step: step, totalSteps: options.steps, loss: result.loss,
                                       averageLoss: recent.reduce(0, +) / Float(recent.count),
                                       stepsPerSecond: Double(step - firstStep) / Swift.max(elapsed, 1e-9), memory: result.memory))
-            if let checkpointDirectory, step % options.checkpointEvery == 0 || step == options.steps {
+            if let checkpointDirectory, step % options.checkpointEvery == 0 || step == options.steps,
+               step < options.steps || checkpointAtEnd {
                 try saveCheckpoint(to: checkpointDirectory)
             }
         }
@@ -221,6 +231,11 @@ public final class DiffusionTrainer {
         }
         return trainer
     }
+}
+
+/// A training loop stopped by its caller before `step`.
+public struct TrainingCancelled: Error, Equatable {
+    public var step: Int
 }
 
 /// A training checkpoint whose state file lacks the step, options or optimizer step counts.

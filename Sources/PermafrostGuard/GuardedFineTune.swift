@@ -195,34 +195,27 @@ public final class GuardedFineTune {
                     isCancelled: () -> Bool = { false }, progress: (TrainingProgress) -> Void = { _ in }) throws -> FineTuneReport {
         MemoryStatistics.returnFreeMemoryToSystem()
         let firstStep = trainer.step, total = trainer.options.steps
-        var recent: [Float] = [], lastLoss: Float?, lastMemory: MemoryReport?
+        var lastLoss: Float?, averageLoss: Float?, lastMemory: MemoryReport?
         var peak = 0, steadyPeak: Int?, stepTimes: [Double] = []
         let start = Date()
         var stepStart = Date()
-        while trainer.step < total {
-            if isCancelled() { throw GuardedFineTuneError.cancelled(step: trainer.step) }
-            let result: TrainingStepResult
-            do { result = try trainer.trainStep() } catch TrainingError.nonFiniteLoss(let loss) {
-                throw GuardedFineTuneError.nonFiniteLoss(step: trainer.step, loss: loss)
+        do {
+            // Checkpoints only where a run asked for them, and none at the end: the delta is the result.
+            try trainer.train(checkpointDirectory: settings.checkpointEvery == nil ? nil : checkpoint, checkpointAtEnd: false,
+                              isCancelled: isCancelled) { p in
+                (lastLoss, averageLoss, lastMemory) = (p.loss, p.averageLoss, p.memory)
+                peak = max(peak, p.memory.peakBytes)
+                if p.step > 10 {
+                    steadyPeak = max(steadyPeak ?? 0, p.memory.peakBytes)
+                    stepTimes.append(Date().timeIntervalSince(stepStart))
+                }
+                stepStart = Date()
+                progress(p)
             }
-            guard result.loss.isFinite else { throw GuardedFineTuneError.nonFiniteLoss(step: trainer.step, loss: result.loss) }
-            lastLoss = result.loss
-            lastMemory = result.memory
-            peak = max(peak, result.memory.peakBytes)
-            if trainer.step > 10 {
-                steadyPeak = max(steadyPeak ?? 0, result.memory.peakBytes)
-                stepTimes.append(Date().timeIntervalSince(stepStart))
-            }
-            stepStart = Date()
-            recent.append(result.loss)
-            if recent.count > 50 { recent.removeFirst() }
-            progress(TrainingProgress(step: trainer.step, totalSteps: total, loss: result.loss,
-                                      averageLoss: recent.reduce(0, +) / Float(recent.count),
-                                      stepsPerSecond: Double(trainer.step - firstStep) / max(Date().timeIntervalSince(start), 1e-9),
-                                      memory: result.memory))
-            if let checkpoint, let every = settings.checkpointEvery, trainer.step % every == 0, trainer.step < total {
-                try trainer.saveCheckpoint(to: checkpoint)
-            }
+        } catch let stop as TrainingCancelled {
+            throw GuardedFineTuneError.cancelled(step: stop.step)
+        } catch TrainingError.nonFiniteLoss(let loss) {
+            throw GuardedFineTuneError.nonFiniteLoss(step: trainer.step, loss: loss)
         }
         let seconds = Date().timeIntervalSince(start)
 
@@ -251,7 +244,7 @@ public final class GuardedFineTune {
             frozenTensors: parameters.count - trainable.count, trainableTensors: trainable.count,
             trainableParameters: trainable.reduce(0) { $0 + $1.parameter.value.count },
             classSlots: Set(trainer.data.labels).sorted(), steps: total, resumedFromStep: resumedFromStep,
-            finalLoss: lastLoss.map(Double.init), averageLoss: recent.isEmpty ? nil : Double(recent.reduce(0, +) / Float(recent.count)),
+            finalLoss: lastLoss.map(Double.init), averageLoss: averageLoss.map(Double.init),
             secondsPerStep: seconds / Double(max(total - firstStep, 1)),
             medianSecondsPerStep: stepTimes.isEmpty ? nil : median(stepTimes),
             peakTensorBytes: lastMemory == nil ? nil : peak, steadyPeakTensorBytes: steadyPeak, memory: lastMemory,
