@@ -15,7 +15,7 @@ TOKEN=$("$BIN" serve tokens create --data "$DATA" --name schemathesis --quiet)
     --publisher-key docs/results/demo/publisher.pub --port 0 --max-steps 5 --log-level warning > "$DATA/out" 2> "$DATA/err" &
 PID=$!
 # A server still training a fuzzed job may take its time to stop: wait 5 s, then end it.
-trap 'kill $PID 2>/dev/null; for _ in $(seq 1 10); do kill -0 $PID 2>/dev/null || break; sleep 0.5; done; kill -9 $PID 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $PID 2>/dev/null || true; for _ in $(seq 1 10); do kill -0 $PID 2>/dev/null || break; sleep 0.5; done; kill -9 $PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 100); do grep -q "listening on" "$DATA/out" 2>/dev/null && break; sleep 0.2; done
 URL=$(grep -o "http://[0-9.]*:[0-9]*" "$DATA/out")
 echo "server at $URL"
