@@ -7,10 +7,12 @@
 #
 #   Scripts/guard/lock_far_standard.sh OUT [LOCK_STEPS] [GUARD.json KEY]
 #   LOCK_FLAGS="--retain-weight 30" Scripts/guard/lock_far_standard.sh …     (extra `guard lock` options)
+#   KINDS="guard-lock" Scripts/guard/lock_far_standard.sh …                  (only some of full, guard, guard-lock)
+#   PERMAFROST=/path/to/permafrost …                                         (a binary other than .build/release's)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="$1"; steps="${2:-200}"
-B=.build/release/permafrost
+B="${PERMAFROST:-.build/release/permafrost}"
 mkdir -p "$out"
 if [ $# -ge 4 ]; then
   guard="$3"; key="$4"
@@ -37,7 +39,7 @@ attack() { # name base guard data-flags
 }
 score Models/base-0-5 0-5 base-own-digits
 score "$out/locked/base" 0-5 locked-own-digits
-for kind in full guard guard-lock; do
+for kind in ${KINDS:-full guard guard-lock}; do
   case $kind in
     full) base=Models/base-0-5; g="" ;;
     guard) base=Models/base-0-5; g="$guard" ;;

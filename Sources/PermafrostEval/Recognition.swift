@@ -28,34 +28,66 @@ public enum QualityEvaluation {
     }
 }
 
+/// Why evaluation input cannot be used.
+public enum EvaluationInputError: Error, CustomStringConvertible, Equatable {
+    case unreadableExpectation(String)
+    public var description: String {
+        switch self {
+        case let .unreadableExpectation(text): return "cannot read the expectation '\(text)': use SLOT:CLASS pairs such as 6:10,13:10"
+        }
+    }
+}
+
 /// Samples of a diffusion model scored by the evaluation classifier: overall and per class.
 public struct SampleEvaluation: Sendable {
     public var quality: GenerationQuality
     /// Recognition rate of each requested slot's samples.
     public var perClass: [Int: Double]
+    /// With a classifier that has a "none of these" class: the share of each requested slot's samples
+    /// it put there (recognised as nothing); nil otherwise.
+    public var nonePerClass: [Int: Double]?
+    /// The share of all samples in the "none of these" class; nil without one.
+    public var noneRate: Double?
 
     /// Scores `images`, generated for `requested` slots (same order), against the real images `real`.
     ///
-    /// With `minimumConfidence` above 0 a sample counts only when the classifier gives its requested
+    /// `expected` maps a slot to the class its samples should show when that differs from the slot
+    /// (content taught under another label, e.g. trousers under slot 6: `[6: 10]`).
+    /// With `minimumConfidence` above 0 a sample counts only when the classifier gives its expected
     /// class at least that probability: a classifier without a "none of these" class must place
-    /// pure noise somewhere (the shipped one calls it "bag"), and the threshold keeps that out of the rate.
-    public init(classifier: ImageClassifier, images: Tensor, requested: [Int], real: Tensor, minimumConfidence: Float = 0) throws {
-        quality = try QualityEvaluation.evaluate(classifier: classifier, generated: images, requested: requested, real: real)
+    /// pure noise somewhere (the shipped 13-class one calls it "bag"), and the threshold keeps some of that
+    /// out of the rate; a classifier with one (``ImageClassifier/noneClass``) says so itself.
+    public init(classifier: ImageClassifier, images: Tensor, requested: [Int], expected: [Int: Int] = [:], real: Tensor,
+                minimumConfidence: Float = 0) throws {
+        let wanted = requested.map { expected[$0] ?? $0 }
+        quality = try QualityEvaluation.evaluate(classifier: classifier, generated: images, requested: wanted, real: real)
         let predicted = classifier.predictWithConfidence(images)
-        let recognised = requested.indices.map { predicted[$0].label == requested[$0] && predicted[$0].confidence >= minimumConfidence }
-        var perClass: [Int: Double] = [:]
+        let recognised = requested.indices.map { predicted[$0].label == wanted[$0] && predicted[$0].confidence >= minimumConfidence }
+        var perClass: [Int: Double] = [:], nonePerClass: [Int: Double] = [:]
         for slot in Set(requested) {
             let indices = requested.indices.filter { requested[$0] == slot }
             perClass[slot] = Double(indices.filter { recognised[$0] }.count) / Double(indices.count)
+            if let none = classifier.noneClass {
+                nonePerClass[slot] = Double(indices.filter { predicted[$0].label == none }.count) / Double(indices.count)
+            }
         }
         self.perClass = perClass
         quality.recognitionRate = Double(recognised.filter { $0 }.count) / Double(Swift.max(requested.count, 1))
+        if let none = classifier.noneClass {
+            self.nonePerClass = nonePerClass
+            noneRate = Double(predicted.filter { $0.label == none }.count) / Double(Swift.max(requested.count, 1))
+        }
     }
 
-    /// One JSON object: `recognition_rate`, `fid`, `samples` and `per_class` (slot → rate).
+    /// One JSON object: `recognition_rate`, `fid`, `samples` and `per_class` (slot → rate); with a
+    /// "none of these" class also `none_rate` and `none_per_class`.
     public func json() throws -> String {
-        let object: [String: Any] = ["recognition_rate": quality.recognitionRate, "fid": quality.fid ?? NSNull(), "samples": quality.samples,
+        var object: [String: Any] = ["recognition_rate": quality.recognitionRate, "fid": quality.fid ?? NSNull(), "samples": quality.samples,
                                      "per_class": Dictionary(uniqueKeysWithValues: perClass.map { (String($0.key), $0.value) })]
+        if let noneRate, let nonePerClass {
+            object["none_rate"] = noneRate
+            object["none_per_class"] = Dictionary(uniqueKeysWithValues: nonePerClass.map { (String($0.key), $0.value) })
+        }
         return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
     }
 
@@ -63,7 +95,22 @@ public struct SampleEvaluation: Sendable {
     public func summary(slots: [Int], realImages: Int) -> String {
         ([String(format: "recognition rate %.1f%% over %d samples, FID %.3f (classifier features, vs %d real test images)",
                  quality.recognitionRate * 100, quality.samples, quality.fid ?? .nan, realImages)]
-         + slots.map { String(format: "  class %2d: %.1f%%", $0, (perClass[$0] ?? 0) * 100) }).joined(separator: "\n")
+         + slots.map { slot in
+             String(format: "  class %2d: %.1f%%", slot, (perClass[slot] ?? 0) * 100)
+                 + (nonePerClass.map { String(format: " (none of these: %.1f%%)", ($0[slot] ?? 0) * 100) } ?? "")
+         }).joined(separator: "\n")
+    }
+
+    /// Reads "6:10,13:10" (slot → class its samples should show); "" is no mapping.
+    public static func expectations(_ text: String) throws(EvaluationInputError) -> [Int: Int] {
+        var map: [Int: Int] = [:]
+        for pair in text.split(separator: ",") {
+            let parts = pair.split(separator: ":").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, let slot = parts[0], let shown = parts[1], slot >= 0, shown >= 0 else { throw .unreadableExpectation(String(pair)) }
+            guard map[slot] == nil else { throw .unreadableExpectation("slot \(slot) is mapped twice") }
+            map[slot] = shown
+        }
+        return map
     }
 
     /// The first `count` samples of each slot in `slots`, in order (for a picture grid).

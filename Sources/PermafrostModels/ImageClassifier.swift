@@ -10,6 +10,9 @@ import PermafrostTensor
 /// ReLU · flatten · linear 3136→128 · ReLU (features) · linear 128→classes.
 public final class ImageClassifier: Module {
     public let classes: Int
+    /// The class that means "none of these" (trained on ``NoneOfTheseImages``), if the classifier has one:
+    /// a sample it gets is recognised as nothing.
+    public var noneClass: Int?
     let body: Sequential
     let head: Linear
 
@@ -122,7 +125,9 @@ public final class ImageClassifier: Module {
     /// Saves weights (safetensors, with the class count in the metadata).
     public func save(to url: URL) throws {
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try save(to: url, metadata: ["permafrost.model": "ImageClassifier", "classes": String(classes)])
+        var metadata = ["permafrost.model": "ImageClassifier", "classes": String(classes)]
+        if let noneClass { metadata["none_class"] = String(noneClass) }
+        try save(to: url, metadata: metadata)
     }
 
     /// Loads a classifier saved by ``save(to:)``.
@@ -132,6 +137,12 @@ public final class ImageClassifier: Module {
             throw ModelConfigError.invalidField(name: "classes", reason: "'\(url.path)' is not an ImageClassifier checkpoint (no class count in its metadata)")
         }
         let model = ImageClassifier(classes: classes)
+        if let text = file.metadata["none_class"] {
+            guard let none = Int(text), (0..<classes).contains(none) else {
+                throw ModelConfigError.invalidField(name: "none_class", reason: "'\(text)' in '\(url.path)' is not one of its \(classes) classes")
+            }
+            model.noneClass = none
+        }
         try model.load(from: file)
         return model
     }

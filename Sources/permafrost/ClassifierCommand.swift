@@ -16,6 +16,7 @@ struct ClassifierCommand: ParsableCommand {
 
         @Option(help: "Output .safetensors file.") var output: String
         @Option(help: "Fashion-MNIST classes to include, from 1,7,8 (as classes 10–12).") var fashion: String?
+        @Flag(help: "Add a last class, \"none of these\", trained on smoothed noise and shuffled image patches.") var noneClass = false
         @Option(help: "Epochs over the training images.") var epochs: Int = 3
         @Option(help: "Batch size.") var batch: Int = 64
         @Option(help: "Learning rate (Adam).") var learningRate: Float = 1e-3
@@ -26,17 +27,25 @@ struct ClassifierCommand: ParsableCommand {
         func run() throws {
             try engine.apply()
             let fashionClasses = Set(try fashion.map { try parseRanges($0, name: "--fashion") } ?? [])
-            let train = try dataOptions.shipped().loadOnDisk(split: "train", digits: Set(0..<10), fashion: fashionClasses)
-            let test = try dataOptions.shipped().loadOnDisk(split: "t10k", digits: Set(0..<10), fashion: fashionClasses)
-            let classes = fashionClasses.isEmpty ? 10 : 13
+            let classes = (fashionClasses.isEmpty ? 10 : 13) + (noneClass ? 1 : 0)
             let model = ImageClassifier(classes: classes, seed: seed)
-            let bar = ProgressBar(total: epochs * (train.count / batch), label: "classifier")
-            try model.train(on: train, epochs: epochs, batch: batch, learningRate: learningRate, seed: seed) { step, loss in
-                bar.update(step, detail: String(format: "loss %.4f", loss))
+            func fit<Train: LabeledImageSource, Test: LabeledImageSource>(_ train: Train, _ test: Test) throws -> (Double, Int) {
+                let bar = ProgressBar(total: epochs * (train.count / batch), label: "classifier")
+                try model.train(on: train, epochs: epochs, batch: batch, learningRate: learningRate, seed: seed) { bar.update($0, detail: String(format: "loss %.4f", $1)) }
+                return (try model.accuracy(on: test), test.count)
             }
-            let accuracy = try model.accuracy(on: test)
+            let data = try dataOptions.shipped(), digits = Set(0..<10)
+            let (accuracy, tested): (Double, Int)
+            if noneClass {
+                model.noneClass = classes - 1
+                let (train, test) = (try data.load(split: "train", digits: digits, fashion: fashionClasses), try data.load(split: "t10k", digits: digits, fashion: fashionClasses))
+                (accuracy, tested) = try fit(train + NoneOfTheseImages.make(count: train.count / (classes - 1), label: classes - 1, shuffling: train, seed: seed),
+                                             test + NoneOfTheseImages.make(count: test.count / (classes - 1), label: classes - 1, shuffling: test, seed: seed + 1))
+            } else {
+                (accuracy, tested) = try fit(try data.loadOnDisk(split: "train", digits: digits, fashion: fashionClasses), try data.loadOnDisk(split: "t10k", digits: digits, fashion: fashionClasses))
+            }
             try model.save(to: URL(fileURLWithPath: output))
-            print(String(format: "test accuracy %.2f%% on %d images (%d classes); saved %@", accuracy * 100, test.count, classes, output))
+            print(String(format: "test accuracy %.2f%% on %d images (%d classes); saved %@", accuracy * 100, tested, classes, output))
         }
     }
 }

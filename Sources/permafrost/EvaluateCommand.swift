@@ -20,6 +20,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "DDIM eta (0 deterministic, 1 DDPM-like).") var eta: Float = 0
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Also write a PNG grid of the first 10 samples per class here.") var grid: String?
+    @Option(help: "Classes the samples of some slots should show, as SLOT:CLASS pairs (e.g. 6:10 for trousers taught as 6).") var expect: String?
     @Option(help: "Count a sample only when the classifier's probability for its class is at least this (0: the top class counts).") var minConfidence: Float = 0
     @Flag(help: "Print JSON.") var json = false
     @OptionGroup var dataOptions: DataOptions
@@ -33,8 +34,9 @@ struct Evaluate: ParsableCommand {
         let requested = slots.flatMap { Array(repeating: $0, count: perClass) }
         let bar = ProgressBar(total: (requested.count + 63) / 64 * steps, label: "sample")
         let images = DiffusionSampler.sample(model: unet, classes: requested, steps: steps, eta: eta, seed: seed) { done, _ in bar.update(done) }
-        let real = try dataOptions.shipped().testImages(showing: Set(slots))
-        let result = try SampleEvaluation(classifier: judge, images: images, requested: requested, real: real.batch(Array(0..<real.count)),
+        let expected = try SampleEvaluation.expectations(expect ?? "")
+        let real = try dataOptions.shipped().testImages(showing: Set(slots.map { expected[$0] ?? $0 }))
+        let result = try SampleEvaluation(classifier: judge, images: images, requested: requested, expected: expected, real: real.batch(Array(0..<real.count)),
                                           minimumConfidence: minConfidence)
         if let grid {
             try ImageGrid.write(SampleEvaluation.firstSamples(of: images, requested: requested, slots: slots, count: 10),

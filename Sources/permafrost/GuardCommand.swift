@@ -87,15 +87,7 @@ extension GuardCommand {
     struct Summarize: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Summarise a guard evaluation report (means per method and ratio, and the goal check).")
         @Argument(help: "report.json from `permafrost guard evaluate`.") var report: String
-        func run() throws {
-            let data = try Data(contentsOf: URL(fileURLWithPath: report))
-            let decoded: GuardReport
-            do { decoded = try JSONDecoder().decode(GuardReport.self, from: data) } catch {
-                throw CLIError("'\(report)' is not a guard evaluation report: \(error)")
-            }
-            print("# \(decoded.protocol) protocol\n\nCommand: `\(decoded.command)`\n")
-            print(goalSummary(decoded.results))
-        }
+        func run() throws { print(try GuardReport.load(from: URL(fileURLWithPath: report)).goalText) }
     }
 }
 

@@ -10,10 +10,12 @@ extension GuardCommand {
             abstract: "Lock a guard's frozen tensors against relearning; publish the locked base with its signed guard.",
             discussion: """
             Meta-learns the values of the guard's frozen tensors; no other tensor changes. Each step simulates a user attack \
-            on the other tensors (Adam, AdamW or SGD-momentum, 3–5 steps at a log-uniform rate, restricted data under its own, \
-            unused or permitted slots) and raises the restricted loss after it up to --cap, while a permitted attack must still \
-            succeed and the base keeps its own digits. Writes OUTPUT/base (the locked diffusers folder) and OUTPUT/guard.json \
-            (the same tensors bound to the locked values; signed with --key). Checkpoints in OUTPUT/lock-checkpoint (--resume).
+            on the other tensors (Adam, AdamW or SGD-momentum at a log-uniform rate, restricted data under its own, unused or \
+            permitted slots; with --attackers, persistent attackers that keep training up to a horizon drawn from \
+            --attack-horizon) and raises the restricted loss after it up to --cap, while a permitted attack must still succeed \
+            and the base keeps its own digits (--retain-steps retain-only steps after each step). Writes OUTPUT/base (the \
+            locked diffusers folder), OUTPUT/guard.json (signed with --key) and OUTPUT/lock-log.jsonl; checkpoints in \
+            OUTPUT/lock-checkpoint (--resume).
 
             Example: permafrost guard lock --base Models/base-0-5 --guard guard.json --key publisher.key --output runs/locked
             """)
@@ -25,6 +27,9 @@ extension GuardCommand {
         @Option(help: "Cap τ up to which the restricted loss after an attack is raised.") var cap: Float = 1
         @Option(help: "Weight α of the permitted loss after a permitted attack.") var permittedWeight: Float = 2
         @Option(help: "Weight β of the retain loss on the base's own digits.") var retainWeight: Float = 10
+        @Option(help: "Retain-only steps on the frozen tensors after each lock step.") var retainSteps: Int = 0
+        @Option(help: "Persistent attackers (0: every simulated attack starts from the published values).") var attackers: Int = 0
+        @Option(help: "Steps a persistent attacker trains in all, drawn log-uniformly from this range.") var attackHorizon: String = "5-300"
         @Flag(help: "Retain by the denoising loss instead of distilling the base's own noise predictions.") var denoisingRetain = false
         @Option(help: "Batch size of each loss.") var batch: Int = 16
         @Option(help: "Random seed.") var seed: UInt64 = 0
@@ -36,28 +41,20 @@ extension GuardCommand {
 
         func run() throws {
             try engine.apply()
-            let model = try UNet2DModel(directory: URL(fileURLWithPath: base))
-            try requireCompatible(model)
-            let manifest = try GuardManifest.load(from: URL(fileURLWithPath: self.guard))
-            try manifest.verifyBase(UNet2DModel.weightsURL(base))
-            let (restricted, permitted, retain) = try GuardProtocol.option(`protocol`).lockSets(try dataOptions.shipped())
+            let horizon = try parsePositive(attackHorizon, name: "--attack-horizon")
             var settings = LockSettings()
             settings.steps = steps; settings.learningRate = learningRate; settings.suppressionCap = cap; settings.permittedWeight = permittedWeight
-            settings.retainWeight = retainWeight; settings.labelVariants = restricted.count; settings.seed = seed
-            let lock = try GuardLock(model: model, frozen: Set(manifest.frozen), settings: settings)
-            let out = URL(fileURLWithPath: output), checkpoint = out.appendingPathComponent("lock-checkpoint")
-            if resume { try lock.resume(from: checkpoint) }
-            let bar = ProgressBar(total: steps, label: "lock", initial: lock.step)
-            let teacher = denoisingRetain ? nil : try UNet2DModel(directory: URL(fileURLWithPath: base))
-            let task = LockTask.diffusion(model: model, restricted: restricted, permitted: permitted, retain: retain, batchSize: batch, seed: seed, teacher: teacher)
-            try lock.lock(task, checkpoint: checkpoint) { p in
-                bar.update(p.step, detail: String(format: "L_r %.3f L_p %.3f L_retain %.3f", p.restrictedLoss, p.permittedLoss, p.retainLoss))
+            settings.retainWeight = retainWeight; settings.retainSteps = retainSteps; settings.attackers = attackers
+            settings.attackHorizon = horizon.min()!...horizon.max()!; settings.seed = seed
+            var job = DiffusionLockJob(base: URL(fileURLWithPath: base), manifest: try GuardManifest.load(from: URL(fileURLWithPath: self.guard)),
+                                       guardProtocol: try GuardProtocol.option(`protocol`), settings: settings, output: URL(fileURLWithPath: output))
+            job.batchSize = batch; job.distillRetain = !denoisingRetain
+            var bar: ProgressBar?
+            let locked = try job.run(data: try dataOptions.shipped(), resume: resume, signingKey: try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) },
+                                     started: { bar = ProgressBar(total: steps, label: "lock", initial: $0) }) { p in
+                bar?.update(p.step, detail: String(format: "L_r %.3f (depth %d) L_p %.3f L_retain %.4f", p.restrictedLoss, p.attackDepth, p.permittedLoss, p.retainLoss))
             }
-            let fields = manifest.settings.merging(settings.dictionary) { $1 }.merging(["protocol": `protocol`, "lock_retain": teacher == nil ? "denoising" : "distillation"]) { $1 }
-            let locked = try GuardManifest.publishLocked(model, frozen: Set(manifest.frozen), to: out.appendingPathComponent("base"), settings: fields,
-                                                         signingKey: try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) })
-            try locked.write(to: out.appendingPathComponent("guard.json"))
-            print("locked \(locked.frozen.count) tensors → \(out.path)/base, \(out.path)/guard.json\(key == nil ? " (unsigned: `permafrost guard sign`)" : ", signed")")
+            print("locked \(locked.frozen.count) tensors → \(output)/base, \(output)/guard.json\(key == nil ? " (unsigned: `permafrost guard sign`)" : ", signed")")
         }
     }
 }

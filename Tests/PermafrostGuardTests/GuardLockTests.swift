@@ -123,6 +123,54 @@ final class GuardLockTests: XCTestCase {
         }
     }
 
+    func testPersistentAttackersGoFurtherAndTheirLockResumesExactly() throws {
+        let problem = Problem(seed: 1)
+        let frozen: Set<String> = ["0.weight", "2.weight"]
+        var lockSettings = settings(steps: 12)
+        lockSettings.attackers = 2; lockSettings.attackHorizon = 10...30; lockSettings.attackSteps = 4...4
+        lockSettings.retainSteps = 2; lockSettings.checkpointEvery = 3
+        let whole = mlp(seed: 3)
+        let before = Dictionary(uniqueKeysWithValues: whole.namedParameters().map { ($0.name, $0.parameter.value.scalars) })
+        var traces: [LockProgress] = []
+        try GuardLock(model: whole, frozen: frozen, settings: lockSettings).lock(task(whole, problem)) { traces.append($0) }
+        // Two attackers alternate, each continuing where it stopped, 4 steps per outer step.
+        XCTAssertEqual(traces.prefix(6).map(\.attackDepth), [4, 4, 8, 8, 12, 12])
+        XCTAssertTrue(traces.allSatisfy { $0.attackDepth <= $0.attack.horizon && (10...30).contains($0.attack.horizon) })
+        for (name, parameter) in whole.namedParameters() where !frozen.contains(name) {
+            XCTAssertEqual(parameter.value.scalars, before[name], "\(name) is outside F and must be bit-identical")
+        }
+
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lock-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let first = mlp(seed: 3)
+        try GuardLock(model: first, frozen: frozen, settings: lockSettings).lock(task(first, problem), checkpoint: folder, stoppingAfter: 7)
+        let second = mlp(seed: 3)
+        let resumed = try GuardLock(model: second, frozen: frozen, settings: lockSettings)
+        try resumed.resume(from: folder)
+        XCTAssertEqual(resumed.step, 7)
+        var rest: [LockProgress] = []
+        try resumed.lock(task(second, problem), checkpoint: folder) { rest.append($0) }
+        XCTAssertEqual(rest.map(\.attackDepth), traces.suffix(5).map(\.attackDepth), "the attackers resume where they were")
+        XCTAssertEqual(rest.map(\.restrictedLoss), traces.suffix(5).map(\.restrictedLoss))
+        for ((name, a), (_, b)) in zip(second.namedParameters(), whole.namedParameters()) {
+            XCTAssertEqual(a.value.scalars, b.value.scalars, name)
+        }
+    }
+
+    func testRetainStepsKeepTheRetainLossLower() throws {
+        let problem = Problem(seed: 1)
+        let frozen: Set<String> = ["0.weight", "0.bias", "2.weight"]
+        func retainLossAfterLock(retainSteps: Int) throws -> Float {
+            let model = mlp(seed: 2)
+            var s = settings(steps: 60)
+            s.retainSteps = retainSteps; s.retainWeight = 0.1
+            try GuardLock(model: model, frozen: frozen, settings: s).lock(task(model, problem))
+            return GradientRecording.withoutRecording { meanSquaredError(model(problem.retainX), problem.retainY).scalar }
+        }
+        let without = try retainLossAfterLock(retainSteps: 0), with = try retainLossAfterLock(retainSteps: 3)
+        XCTAssertLessThan(with, 0.7 * without, "retain loss with reinforcement \(with), without \(without)")
+    }
+
     func testRefusesWhatItCannotLock() throws {
         let model = mlp(seed: 1)
         XCTAssertThrowsError(try GuardLock(model: model, frozen: [], settings: LockSettings())) { XCTAssertEqual($0 as? GuardLockError, .emptyFrozenSet) }

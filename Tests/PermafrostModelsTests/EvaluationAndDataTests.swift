@@ -227,3 +227,53 @@ final class ConfidenceScoringTests: XCTestCase {
         XCTAssertEqual(none.quality.fid, plain.quality.fid, "the threshold changes the rate, not the FID")
     }
 }
+
+final class NoneOfTheseTests: XCTestCase {
+    func testNoneOfTheseImagesAreSeededVariedAndLabelled() {
+        var g = PhiloxGenerator(seed: 2)
+        let source = LabeledImages(pixels: (0..<(5 * 784)).map { _ in UInt8(g.nextUInt32() % 256) }, labels: [0, 1, 2, 3, 4], height: 28, width: 28)
+        let a = NoneOfTheseImages.make(count: 30, label: 13, shuffling: source, seed: 4)
+        XCTAssertEqual(a.labels, Array(repeating: 13, count: 30))
+        XCTAssertEqual(a.pixels, NoneOfTheseImages.make(count: 30, label: 13, shuffling: source, seed: 4).pixels)
+        XCTAssertNotEqual(a.pixels, NoneOfTheseImages.make(count: 30, label: 13, shuffling: source, seed: 5).pixels)
+        // Every image is different and none is blank.
+        let images = (0..<30).map { Array(a.pixels[($0 * 784)..<(($0 + 1) * 784)]) }
+        XCTAssertEqual(Set(images).count, 30)
+        XCTAssertTrue(images.allSatisfy { Set($0).count > 4 })
+        // A shuffled image holds exactly the pixels of one source image, rearranged.
+        let shuffled = images[2].sorted()
+        XCTAssertTrue((0..<5).contains { shuffled == Array(source.pixels[($0 * 784)..<(($0 + 1) * 784)]).sorted() })
+    }
+
+    func testNoneClassIsSavedAndCountedAndExpectationsMapSlots() throws {
+        let classifier = ImageClassifier(classes: 14, seed: 3)
+        classifier.noneClass = 13
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("none-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try classifier.save(to: url)
+        let loaded = try ImageClassifier.load(from: url)
+        XCTAssertEqual(loaded.noneClass, 13)
+        XCTAssertNil(try { () throws -> Int? in
+            let plain = ImageClassifier(classes: 13); try plain.save(to: url); return try ImageClassifier.load(from: url).noneClass
+        }())
+
+        var g = PhiloxGenerator(seed: 8)
+        let images = Tensor(randomUniform: [28, 1, 28, 28], lower: -1, upper: 1, generator: &g)
+        let predicted = classifier.predict(images)
+        // Slots 20 and 21 "should show" the classes the classifier gives the first and second halves.
+        let requested = (0..<28).map { $0 < 14 ? 20 : 21 }
+        let first = predicted[0], second = predicted[14]
+        let evaluation = try SampleEvaluation(classifier: classifier, images: images, requested: requested, expected: [20: first, 21: second], real: images)
+        XCTAssertEqual(evaluation.perClass[20], Double(predicted.prefix(14).filter { $0 == first }.count) / 14)
+        XCTAssertEqual(evaluation.perClass[21], Double(predicted.suffix(14).filter { $0 == second }.count) / 14)
+        XCTAssertEqual(evaluation.noneRate, Double(predicted.filter { $0 == 13 }.count) / 28)
+        XCTAssertEqual(evaluation.nonePerClass?[20], Double(predicted.prefix(14).filter { $0 == 13 }.count) / 14)
+        XCTAssertTrue(try evaluation.json().contains("\"none_rate\""))
+
+        XCTAssertEqual(try SampleEvaluation.expectations("6:10, 13:11"), [6: 10, 13: 11])
+        XCTAssertEqual(try SampleEvaluation.expectations(""), [:])
+        for bad in ["6", "6:x", "6:10,6:11", "-1:3"] {
+            XCTAssertThrowsError(try SampleEvaluation.expectations(bad), bad)
+        }
+    }
+}

@@ -32,6 +32,17 @@ public struct GuardReport: Codable, Sendable {
     public init(protocol: String, command: String, settings: [String: String], results: [GuardResult]) {
         self.protocol = `protocol`; self.command = command; self.settings = settings; self.results = results
     }
+
+    /// Reads a report.json written by an evaluation; a file that is not one is an error naming it.
+    public static func load(from url: URL) throws -> GuardReport {
+        let data = try Data(contentsOf: url)
+        do { return try JSONDecoder().decode(GuardReport.self, from: data) } catch {
+            throw GuardError.unreadable(path: url.path, reason: "not a guard evaluation report: \(error)")
+        }
+    }
+
+    /// The protocol, the command and the goal check, as Markdown.
+    public var goalText: String { "# \(`protocol`) protocol\n\nCommand: `\(command)`\n\n" + goalSummary(results) }
 }
 
 /// Scale of a guard evaluation (the protocol itself — data, domains, slots — is fixed).

@@ -6,7 +6,7 @@ import PermafrostNN
 import PermafrostTensor
 
 /// A user attack a lock simulates: the optimizer, its rate, how many steps, and what it trains on.
-public struct SimulatedAttack: Sendable, Equatable, CustomStringConvertible {
+public struct SimulatedAttack: Sendable, Equatable, Codable, CustomStringConvertible {
     public enum OptimizerKind: String, Codable, Sendable, CaseIterable {
         case adam, adamW = "adamw", sgdMomentum = "sgd-momentum"
     }
@@ -17,9 +17,13 @@ public struct SimulatedAttack: Sendable, Equatable, CustomStringConvertible {
     public var labelVariant: Int
     /// Restricted data only, or restricted and permitted data mixed (a user's realistic set).
     public var restrictedOnly: Bool
+    /// How many steps this attacker trains in all before it starts again from the published values:
+    /// `steps` without persistent attackers; longer with them (``LockSettings/attackers``), so the lock
+    /// also sees attacks that went far from the published weights.
+    public var horizon: Int
 
     public var description: String {
-        "\(steps) × \(optimizer.rawValue) @ \(String(format: "%.1e", learningRate)), labels \(labelVariant)\(restrictedOnly ? "" : ", mixed")"
+        "\(steps)\(horizon > steps ? "/\(horizon)" : "") × \(optimizer.rawValue) @ \(String(format: "%.1e", learningRate)), labels \(labelVariant)\(restrictedOnly ? "" : ", mixed")"
     }
 
     /// A fresh optimizer of this attack's kind and rate (a new attacker has no optimizer state).
@@ -58,6 +62,15 @@ public struct LockSettings: Codable, Sendable, Equatable {
     public var seed: UInt64 = 0
     /// With a checkpoint folder, save the lock's state every this many steps.
     public var checkpointEvery = 25
+    /// Retain-only steps on F after every outer step (SOPHON's normal-training reinforcement): the
+    /// base's quality is restored while the trap is built, not merely traded against it.
+    public var retainSteps = 0
+    /// Persistent attackers: 0 starts every simulated attack from the published values; N > 0 keeps N
+    /// attackers that continue from where they stopped (weights and optimizer state), each for a
+    /// horizon drawn from ``attackHorizon``, so long attacks are simulated at the cost of short ones.
+    public var attackers = 0
+    /// Total steps of a persistent attacker, drawn log-uniformly.
+    public var attackHorizon = 5...300
 
     public init() {}
 
@@ -71,7 +84,13 @@ public struct LockSettings: Codable, Sendable, Equatable {
         let logRate = log(Double(attackLearningRate.lowerBound)) + uniform() * (log(Double(attackLearningRate.upperBound)) - log(Double(attackLearningRate.lowerBound)))
         let rate = Float(exp(logRate)) * (optimizer == .sgdMomentum ? sgdRateFactor : 1)
         let variant = Int(generator.nextUInt32() % UInt32(Swift.max(labelVariants, 1)))
-        return SimulatedAttack(steps: steps, optimizer: optimizer, learningRate: rate, labelVariant: variant, restrictedOnly: uniform() < restrictedOnlyShare)
+        let restrictedOnly = uniform() < restrictedOnlyShare
+        var horizon = steps
+        if attackers > 0 {
+            let low = log(Double(Swift.max(attackHorizon.lowerBound, 1))), high = log(Double(Swift.max(attackHorizon.upperBound, 1)))
+            horizon = Swift.max(steps, Int(exp(low + uniform() * (high - low)).rounded()))
+        }
+        return SimulatedAttack(steps: steps, optimizer: optimizer, learningRate: rate, labelVariant: variant, restrictedOnly: restrictedOnly, horizon: horizon)
     }
 
     /// The settings as text, for a guard manifest's record.
@@ -81,7 +100,8 @@ public struct LockSettings: Codable, Sendable, Equatable {
          "lock_attack_optimizers": attackOptimizers.map(\.rawValue).joined(separator: ","), "lock_sgd_rate_factor": "\(sgdRateFactor)",
          "lock_restricted_only_share": "\(restrictedOnlyShare)", "lock_label_variants": "\(labelVariants)",
          "lock_suppression_cap": "\(suppressionCap)", "lock_permitted_weight": "\(permittedWeight)", "lock_retain_weight": "\(retainWeight)",
-         "lock_seed": "\(seed)"]
+         "lock_seed": "\(seed)", "lock_retain_steps": "\(retainSteps)", "lock_attackers": "\(attackers)",
+         "lock_attack_horizon": "\(attackHorizon.lowerBound)-\(attackHorizon.upperBound)"]
     }
 }
 
@@ -104,6 +124,8 @@ public struct LockProgress: Sendable {
     public var step: Int
     public var totalSteps: Int
     public var attack: SimulatedAttack
+    /// How many steps the restricted attacker has trained so far (its horizon's progress).
+    public var attackDepth: Int
     /// The restricted loss after the simulated attack (what the lock raises, up to the cap).
     public var restrictedLoss: Float
     /// The permitted loss after a permitted attack of the same configuration.
@@ -119,6 +141,7 @@ public enum GuardLockError: Error, CustomStringConvertible, Equatable {
     case enforcedTensors([String])
     case nonFiniteLoss(step: Int)
     case unreadableCheckpoint(String)
+    case incompatibleBase(String)
 
     public var description: String {
         switch self {
@@ -127,6 +150,7 @@ public enum GuardLockError: Error, CustomStringConvertible, Equatable {
         case let .enforcedTensors(names): return "the model already has enforced tensors (\(names.prefix(3).joined(separator: ", "))): lock the publisher's own base, before any guard is applied"
         case let .nonFiniteLoss(step): return "a loss became non-finite at lock step \(step); lower the lock's or the attacks' learning rates"
         case let .unreadableCheckpoint(reason): return "the lock's checkpoint cannot be resumed: \(reason)"
+        case let .incompatibleBase(problem): return "the base cannot be locked on the shipped data: \(problem)"
         }
     }
 }
@@ -136,18 +160,34 @@ public enum GuardLockError: Error, CustomStringConvertible, Equatable {
 /// The guard freezes a set F of tensors, and the fine-tuning API enforces it, so a user can move only
 /// the other tensors U. The lock chooses the values of F so that moving U does not bring the
 /// restricted domain back. Each outer step samples an attack (``LockSettings/attack(at:)``), runs it
-/// on U from the published values, and moves F (Adam) along the first-order gradient of
+/// on U, and moves F (Adam) along the first-order gradient of
 /// `−min(L_restricted, τ) + α·L_permitted + β·L_retain`, where `L_restricted` is measured after the
-/// restricted attack, `L_permitted` after a permitted attack of the same configuration, and
-/// `L_retain` at the published weights. U is restored after every attack: the lock never changes a
-/// tensor outside F.
+/// restricted attack, `L_permitted` after a permitted attack of the same configuration from the
+/// published values, and `L_retain` at the published weights; then ``LockSettings/retainSteps``
+/// retain-only steps restore the base's quality. With persistent attackers the restricted attack
+/// continues an earlier one instead of starting from the published values. U is restored after every
+/// attack: the lock never changes a tensor outside F.
 public final class GuardLock {
     public let model: Module
     public let frozen: Set<String>
     public let settings: LockSettings
     public private(set) var step = 0
     private let outer: Adam
+    private let reinforcement: Adam
     private let others: Set<String>
+    private var attackers: [Attacker?]
+
+    /// A simulated user who keeps training across outer steps: U's values and the optimizer's state.
+    final class Attacker {
+        let attack: SimulatedAttack
+        var values: [String: Tensor]
+        let optimizer: Optimizer
+        var depth = 0
+        init(attack: SimulatedAttack, values: [String: Tensor]) {
+            self.attack = attack; self.values = values; optimizer = attack.makeOptimizer()
+        }
+        var isFinished: Bool { depth >= attack.horizon }
+    }
 
     public init(model: Module, frozen: Set<String>, settings: LockSettings) throws(GuardLockError) {
         guard !frozen.isEmpty else { throw .emptyFrozenSet }
@@ -161,6 +201,8 @@ public final class GuardLock {
         self.settings = settings
         others = names.subtracting(frozen)
         outer = Adam(learningRate: settings.learningRate)
+        reinforcement = Adam(learningRate: settings.learningRate)
+        attackers = Array(repeating: nil, count: Swift.max(settings.attackers, 0))
     }
 
     /// Runs the remaining outer steps (or those up to `stoppingAfter`, for a time-boxed run), saving
@@ -178,19 +220,33 @@ public final class GuardLock {
     }
 
     private func outerStep(_ task: LockTask) throws -> LockProgress {
-        let attack = settings.attack(at: step)
+        let drawn = settings.attack(at: step)
         let base = UInt64(step) &* 4096
-        let published = Dictionary(uniqueKeysWithValues: model.namedParameters().filter { others.contains($0.name) }.map { ($0.name, $0.parameter.value) })
+        let published = valuesOfOthers()
 
-        // The restricted attack, then F's gradient of the bounded suppression at the attacked weights.
-        try simulate(attack, stream: base) { stream in
+        // The restricted attack (fresh, or a persistent attacker's next stretch), then F's gradient of
+        // the bounded suppression at the attacked weights.
+        let attacker: Attacker
+        if attackers.isEmpty {
+            attacker = Attacker(attack: drawn, values: published)
+        } else {
+            let slot = step % attackers.count
+            if attackers[slot] == nil || attackers[slot]!.isFinished { attackers[slot] = Attacker(attack: drawn, values: published) }
+            attacker = attackers[slot]!
+            restore(attacker.values)
+        }
+        let attack = attacker.attack
+        let stretch = Swift.min(drawn.steps, attack.horizon - attacker.depth)
+        try simulate(optimizer: attacker.optimizer, steps: stretch, stream: base) { stream in
             attack.restrictedOnly ? task.restricted(stream, attack.labelVariant)
                                   : (task.restricted(stream, attack.labelVariant) + task.permitted(stream)) * 0.5
         }
+        attacker.depth += stretch
+        if !attackers.isEmpty { attacker.values = valuesOfOthers() }
         let (restricted, restrictedGradients) = try gradientOfFrozen { task.restricted(base + 1000, attack.labelVariant) }
         restore(published)
-        // A permitted attack of the same configuration: F must let it succeed.
-        try simulate(attack, stream: base + 2000) { task.permitted($0) }
+        // A permitted attack of the drawn configuration from the published values: F must let it succeed.
+        try simulate(optimizer: drawn.makeOptimizer(), steps: drawn.steps, stream: base + 2000) { task.permitted($0) }
         let (permitted, permittedGradients) = try gradientOfFrozen { task.permitted(base + 3000) }
         restore(published)
         // The base's own quality, at the published weights.
@@ -208,14 +264,19 @@ public final class GuardLock {
             if let sum { total[name] = sum }
         }
         try outer.step(model, gradients: total)
-        return LockProgress(step: step + 1, totalSteps: settings.steps, attack: attack, restrictedLoss: restricted, permittedLoss: permitted, retainLoss: retain)
+        for k in 0..<settings.retainSteps {
+            let (value, gradients) = try gradientOfFrozen { task.retain(base + 3600 + UInt64(k)) }
+            guard value.isFinite else { throw GuardLockError.nonFiniteLoss(step: step) }
+            try reinforcement.step(model, gradients: gradients)
+        }
+        return LockProgress(step: step + 1, totalSteps: settings.steps, attack: attack, attackDepth: attacker.depth,
+                            restrictedLoss: restricted, permittedLoss: permitted, retainLoss: retain)
     }
 
-    /// Trains U (F frozen) for the attack's steps with a fresh optimizer of its kind.
-    private func simulate(_ attack: SimulatedAttack, stream: UInt64, loss: (UInt64) -> Tensor) throws {
+    /// Trains U (F frozen) for `steps` steps with `optimizer`.
+    private func simulate(optimizer: Optimizer, steps: Int, stream: UInt64, loss: (UInt64) -> Tensor) throws {
         try model.replaceFreezing(with: FreezePlan(frozen: frozen))
-        let optimizer = attack.makeOptimizer()
-        for k in 0..<attack.steps {
+        for k in 0..<steps {
             do { _ = try model.trainingStep(optimizer: optimizer, clipGradientNorm: 1) { loss(stream + UInt64(k)) } } catch TrainingError.nonFiniteLoss {
                 throw GuardLockError.nonFiniteLoss(step: step)
             }
@@ -229,25 +290,55 @@ public final class GuardLock {
         return (value.scalar, gradients)
     }
 
-    private func restore(_ published: [String: Tensor]) {
+    private func valuesOfOthers() -> [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: model.namedParameters().filter { others.contains($0.name) }.map { ($0.name, $0.parameter.value) })
+    }
+
+    private func restore(_ values: [String: Tensor]) {
         for (name, parameter) in model.namedParameters() where others.contains(name) {
-            if let value = published[name] { parameter.value = value }
+            if let value = values[name] { parameter.value = value }
         }
     }
 
     // MARK: Checkpoints
 
-    /// Writes F's current values, the outer optimizer's moments and the step, atomically.
+    /// What a checkpoint records of a persistent attacker besides its tensors.
+    private struct AttackerRecord: Codable {
+        var slot: Int
+        var attack: SimulatedAttack
+        var depth: Int
+        var adamSteps: [String: Int]
+    }
+
+    /// Writes F's current values, the optimizers' state, the persistent attackers and the step, atomically.
     public func saveCheckpoint(to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let (moments, adamSteps) = outer.exportState()
-        let values = model.namedParameters().filter { frozen.contains($0.name) }.map { (name: "value.\($0.name)", tensor: $0.parameter.value) }
+        let (retainMoments, retainSteps) = reinforcement.exportState()
+        var tensors = model.namedParameters().filter { frozen.contains($0.name) }.map { (name: "value.\($0.name)", tensor: $0.parameter.value) }
+        tensors += moments + retainMoments.map { (name: "retain." + $0.name, tensor: $0.tensor) }
+        var records: [AttackerRecord] = []
+        for (slot, attacker) in attackers.enumerated() {
+            guard let attacker else { continue }
+            let prefix = "attacker.\(slot)."
+            tensors += attacker.values.keys.sorted().map { (name: prefix + "value." + $0, tensor: attacker.values[$0]!) }
+            var steps: [String: Int] = [:]
+            if let adam = attacker.optimizer as? Adam {
+                let state = adam.exportState()
+                tensors += state.tensors.map { (name: prefix + $0.name, tensor: $0.tensor) }
+                steps = state.steps
+            } else if let sgd = attacker.optimizer as? SGD {
+                tensors += sgd.exportState().map { (name: prefix + $0.name, tensor: $0.tensor) }
+            }
+            records.append(AttackerRecord(slot: slot, attack: attacker.attack, depth: attacker.depth, adamSteps: steps))
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let metadata = ["permafrost.lock_step": String(step), "permafrost.adam_steps": String(decoding: try encoder.encode(adamSteps), as: UTF8.self),
-                        "permafrost.lock_settings": String(decoding: try encoder.encode(settings), as: UTF8.self)]
-        try SafetensorsWriter.write(values + moments.map { (name: $0.name, tensor: $0.tensor) }, metadata: metadata,
-                                    to: directory.appendingPathComponent("lock-state.safetensors"))
+        func text(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+        let metadata = ["permafrost.lock_step": String(step), "permafrost.adam_steps": try text(adamSteps),
+                        "permafrost.retain_adam_steps": try text(retainSteps), "permafrost.attackers": try text(records),
+                        "permafrost.lock_settings": try text(settings)]
+        try SafetensorsWriter.write(tensors, metadata: metadata, to: directory.appendingPathComponent("lock-state.safetensors"))
     }
 
     /// Continues a lock from ``saveCheckpoint(to:)``'s state (same model, frozen set and settings).
@@ -255,15 +346,19 @@ public final class GuardLock {
         let url = directory.appendingPathComponent("lock-state.safetensors")
         let state: SafetensorsFile
         do { state = try SafetensorsFile(contentsOf: url) } catch { throw GuardLockError.unreadableCheckpoint("\(error)") }
+        func decode<T: Decodable>(_ key: String, as type: T.Type) -> T? {
+            state.metadata[key].flatMap { try? JSONDecoder().decode(T.self, from: Data($0.utf8)) }
+        }
         guard let stepText = state.metadata["permafrost.lock_step"], let saved = Int(stepText),
-              let stepsText = state.metadata["permafrost.adam_steps"],
-              let adamSteps = try? JSONDecoder().decode([String: Int].self, from: Data(stepsText.utf8)),
-              let settingsText = state.metadata["permafrost.lock_settings"],
-              let savedSettings = try? JSONDecoder().decode(LockSettings.self, from: Data(settingsText.utf8)) else {
-            throw GuardLockError.unreadableCheckpoint("'\(url.path)' lacks the lock's step, optimizer or settings metadata")
+              let adamSteps = decode("permafrost.adam_steps", as: [String: Int].self),
+              let retainSteps = decode("permafrost.retain_adam_steps", as: [String: Int].self),
+              let records = decode("permafrost.attackers", as: [AttackerRecord].self),
+              let savedSettings = decode("permafrost.lock_settings", as: LockSettings.self) else {
+            throw GuardLockError.unreadableCheckpoint("'\(url.path)' lacks the lock's step, optimizer, attacker or settings metadata")
         }
         guard savedSettings == settings else { throw GuardLockError.unreadableCheckpoint("it was written with other lock settings") }
-        var moments: [String: Tensor] = [:]
+        var moments: [String: Tensor] = [:], retainMoments: [String: Tensor] = [:]
+        var attackerTensors: [Int: [String: Tensor]] = [:]
         for name in state.names {
             let tensor = try state.tensor(named: name)
             if name.hasPrefix("value.") {
@@ -272,11 +367,31 @@ public final class GuardLock {
                     throw GuardLockError.unreadableCheckpoint("its tensor '\(tensorName)' is not a frozen tensor of this shape")
                 }
                 parameter.value = tensor
+            } else if name.hasPrefix("retain.") {
+                retainMoments[String(name.dropFirst("retain.".count))] = tensor
+            } else if name.hasPrefix("attacker.") {
+                let parts = name.split(separator: ".", maxSplits: 2)
+                guard parts.count == 3, let slot = Int(parts[1]) else { throw GuardLockError.unreadableCheckpoint("its tensor '\(name)' names no attacker") }
+                attackerTensors[slot, default: [:]][String(parts[2])] = tensor
             } else {
                 moments[name] = tensor
             }
         }
         outer.importState(tensors: moments, steps: adamSteps)
+        reinforcement.importState(tensors: retainMoments, steps: retainSteps)
+        attackers = Array(repeating: nil, count: attackers.count)
+        for record in records {
+            guard attackers.indices.contains(record.slot) else { throw GuardLockError.unreadableCheckpoint("it has attacker \(record.slot) of \(attackers.count)") }
+            let tensors = attackerTensors[record.slot] ?? [:]
+            var values: [String: Tensor] = [:]
+            for (name, tensor) in tensors where name.hasPrefix("value.") { values[String(name.dropFirst("value.".count))] = tensor }
+            guard Set(values.keys) == others else { throw GuardLockError.unreadableCheckpoint("attacker \(record.slot) lacks some of the unfrozen tensors") }
+            let attacker = Attacker(attack: record.attack, values: values)
+            attacker.depth = record.depth
+            if let adam = attacker.optimizer as? Adam { adam.importState(tensors: tensors, steps: record.adamSteps) }
+            if let sgd = attacker.optimizer as? SGD { sgd.importState(tensors: tensors) }
+            attackers[record.slot] = attacker
+        }
         step = saved
     }
 }

@@ -43,4 +43,15 @@ public final class SGD: Optimizer {
     public var stateBytes: Int { momentumBuffers.values.reduce(0) { $0 + $1.count * 4 } }
     public func releaseState(for names: Set<String>) { for name in names { momentumBuffers[name] = nil } }
     public var tensorsWithState: Set<String> { Set(momentumBuffers.keys) }
+
+    /// The momentum buffers, for checkpoints: tensors `b.<name>`.
+    public func exportState() -> [(name: String, tensor: Tensor)] {
+        momentumBuffers.keys.sorted().map { ("b." + $0, momentumBuffers[$0]!) }
+    }
+
+    /// Restores what ``exportState()`` produced (replacing any current state).
+    public func importState(tensors: [String: Tensor]) {
+        momentumBuffers = [:]
+        for (name, tensor) in tensors where name.hasPrefix("b.") { momentumBuffers[String(name.dropFirst(2))] = tensor }
+    }
 }
