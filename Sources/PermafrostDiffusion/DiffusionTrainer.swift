@@ -18,6 +18,10 @@ public struct DiffusionTrainingOptions: Codable, Sendable, Equatable {
     public var checkpointEvery = 500
     public var seed: UInt64 = 0
     public var betaSchedule: BetaSchedule = .linear
+    /// The optimizer (nil: AdamW with ``weightDecay``, the recipe's own).
+    public var optimizer: TrainingOptimizer?
+    /// Keep the rate at its peak after the warm-up instead of the cosine decay (nil: cosine).
+    public var constantLearningRate: Bool?
     public init() {}
 
     /// Options with a warm-up of a tenth of the steps, at most `maximumWarmup`.
@@ -60,6 +64,24 @@ public struct TrainingProgress: Sendable {
     }
 }
 
+/// The optimizers a training run can use.
+public enum TrainingOptimizer: String, Codable, Sendable, CaseIterable {
+    /// Adam with decoupled weight decay (the options' `weightDecay`).
+    case adamW = "adamw"
+    /// Adam without weight decay.
+    case adam
+    /// SGD with heavy-ball momentum 0.9, no weight decay.
+    case sgdMomentum = "sgd-momentum"
+
+    public func make(learningRate: Float, weightDecay: Float) -> Optimizer {
+        switch self {
+        case .adamW: return Adam.adamW(learningRate: learningRate, weightDecay: weightDecay)
+        case .adam: return Adam(learningRate: learningRate)
+        case .sgdMomentum: return SGD(learningRate: learningRate, momentum: 0.9)
+        }
+    }
+}
+
 /// Epsilon-prediction MSE training of a class-conditional `UNet2DModel`, with EMA and resumable
 /// checkpoints.
 ///
@@ -70,7 +92,7 @@ public final class DiffusionTrainer {
     public let data: LabeledImages
     public private(set) var options: DiffusionTrainingOptions
     public let schedule: NoiseSchedule
-    public let optimizer: Adam
+    public let optimizer: Optimizer
     /// Exponential moving average of every parameter, by name.
     public private(set) var averaged: [String: Tensor]?
     public private(set) var step = 0
@@ -91,16 +113,19 @@ public final class DiffusionTrainer {
         self.data = data
         self.options = options
         schedule = NoiseSchedule(options.betaSchedule)
-        optimizer = Adam.adamW(learningRate: options.learningRate, weightDecay: options.weightDecay)
+        optimizer = (options.optimizer ?? .adamW).make(learningRate: options.learningRate, weightDecay: options.weightDecay)
         if options.emaDecay != nil {
             averaged = Dictionary(uniqueKeysWithValues: model.stateDictionary().map { ($0.name, $0.tensor) })
         }
     }
 
-    /// The learning rate at `step`: linear warm-up, then cosine decay.
+    /// The learning rate at `step`: linear warm-up, then cosine decay (or the peak rate, when constant).
     public func learningRate(at step: Int) -> Float {
-        LearningRateSchedule.cosine(peak: options.learningRate, minimum: options.minimumLearningRate,
-                                    warmupSteps: options.warmupSteps, totalSteps: options.steps).rate(atStep: step)
+        if options.constantLearningRate == true {
+            return step < options.warmupSteps ? options.learningRate * Float(step + 1) / Float(options.warmupSteps) : options.learningRate
+        }
+        return LearningRateSchedule.cosine(peak: options.learningRate, minimum: options.minimumLearningRate,
+                                           warmupSteps: options.warmupSteps, totalSteps: options.steps).rate(atStep: step)
     }
 
     /// Freezes `plan`'s tensors for the whole run (in addition to any enforced guard): the run's
@@ -192,7 +217,7 @@ public final class DiffusionTrainer {
     public func saveCheckpoint(to directory: URL) throws {
         try model.save(directory: directory.appendingPathComponent("model"))
         if averaged != nil { try averagedModel().save(directory: directory.appendingPathComponent("ema")) }
-        let (tensors, steps) = optimizer.exportState()
+        let (tensors, steps) = exportOptimizerState()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let metadata = [
@@ -202,6 +227,12 @@ public final class DiffusionTrainer {
         ]
         try SafetensorsWriter.write(tensors.map { (name: $0.name, tensor: $0.tensor) }, metadata: metadata,
                                     to: directory.appendingPathComponent("state.safetensors"))
+    }
+
+    private func exportOptimizerState() -> (tensors: [(name: String, tensor: Tensor)], steps: [String: Int]) {
+        if let adam = optimizer as? Adam { return adam.exportState() }
+        if let sgd = optimizer as? SGD { return (sgd.exportState(), [:]) }
+        return ([], [:])
     }
 
     /// Restores a trainer from a checkpoint directory written by ``saveCheckpoint(to:)``. `steps`
@@ -220,7 +251,8 @@ public final class DiffusionTrainer {
         let trainer = DiffusionTrainer(model: model, data: data, options: options)
         var tensors: [String: Tensor] = [:]
         for name in state.names { tensors[name] = try state.tensor(named: name) }
-        trainer.optimizer.importState(tensors: tensors, steps: adamSteps)
+        if let adam = trainer.optimizer as? Adam { adam.importState(tensors: tensors, steps: adamSteps) }
+        if let sgd = trainer.optimizer as? SGD { sgd.importState(tensors: tensors) }
         trainer.step = step
         if options.emaDecay != nil {
             let emaDirectory = directory.appendingPathComponent("ema")

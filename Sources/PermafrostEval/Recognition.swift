@@ -28,16 +28,6 @@ public enum QualityEvaluation {
     }
 }
 
-/// Why evaluation input cannot be used.
-public enum EvaluationInputError: Error, CustomStringConvertible, Equatable {
-    case unreadableExpectation(String)
-    public var description: String {
-        switch self {
-        case let .unreadableExpectation(text): return "cannot read the expectation '\(text)': use SLOT:CLASS pairs such as 6:10,13:10"
-        }
-    }
-}
-
 /// Samples of a diffusion model scored by the evaluation classifier: overall and per class.
 public struct SampleEvaluation: Sendable {
     public var quality: GenerationQuality
@@ -49,7 +39,8 @@ public struct SampleEvaluation: Sendable {
     /// The share of all samples in the "none of these" class; nil without one.
     public var noneRate: Double?
 
-    /// Scores `images`, generated for `requested` slots (same order), against the real images `real`.
+    /// Scores `images`, generated for `requested` slots (same order), against the real images `real`
+    /// (nil: no FID, the recognition rates only).
     ///
     /// `expected` maps a slot to the class its samples should show when that differs from the slot
     /// (content taught under another label, e.g. trousers under slot 6: `[6: 10]`).
@@ -57,10 +48,11 @@ public struct SampleEvaluation: Sendable {
     /// class at least that probability: a classifier without a "none of these" class must place
     /// pure noise somewhere (the shipped 13-class one calls it "bag"), and the threshold keeps some of that
     /// out of the rate; a classifier with one (``ImageClassifier/noneClass``) says so itself.
-    public init(classifier: ImageClassifier, images: Tensor, requested: [Int], expected: [Int: Int] = [:], real: Tensor,
+    public init(classifier: ImageClassifier, images: Tensor, requested: [Int], expected: [Int: Int] = [:], real: Tensor?,
                 minimumConfidence: Float = 0) throws {
         let wanted = requested.map { expected[$0] ?? $0 }
-        quality = try QualityEvaluation.evaluate(classifier: classifier, generated: images, requested: wanted, real: real)
+        quality = try real.map { try QualityEvaluation.evaluate(classifier: classifier, generated: images, requested: wanted, real: $0) }
+            ?? GenerationQuality(recognitionRate: 0, fid: nil, samples: requested.count)
         let predicted = classifier.predictWithConfidence(images)
         let recognised = requested.indices.map { predicted[$0].label == wanted[$0] && predicted[$0].confidence >= minimumConfidence }
         var perClass: [Int: Double] = [:], nonePerClass: [Int: Double] = [:]
@@ -99,18 +91,6 @@ public struct SampleEvaluation: Sendable {
              String(format: "  class %2d: %.1f%%", slot, (perClass[slot] ?? 0) * 100)
                  + (nonePerClass.map { String(format: " (none of these: %.1f%%)", ($0[slot] ?? 0) * 100) } ?? "")
          }).joined(separator: "\n")
-    }
-
-    /// Reads "6:10,13:10" (slot → class its samples should show); "" is no mapping.
-    public static func expectations(_ text: String) throws(EvaluationInputError) -> [Int: Int] {
-        var map: [Int: Int] = [:]
-        for pair in text.split(separator: ",") {
-            let parts = pair.split(separator: ":").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard parts.count == 2, let slot = parts[0], let shown = parts[1], slot >= 0, shown >= 0 else { throw .unreadableExpectation(String(pair)) }
-            guard map[slot] == nil else { throw .unreadableExpectation("slot \(slot) is mapped twice") }
-            map[slot] = shown
-        }
-        return map
     }
 
     /// The first `count` samples of each slot in `slots`, in order (for a picture grid).

@@ -31,6 +31,10 @@ public struct FineTuneSettings: Sendable, Equatable {
     public var activationCompression = ActivationCompression.none
     /// With a checkpoint folder, save the training state every this many steps.
     public var checkpointEvery: Int?
+    /// The optimizer (the recipe's AdamW by default).
+    public var optimizer = TrainingOptimizer.adamW
+    /// The peak rate after the warm-up instead of a cosine decay.
+    public var constantLearningRate = false
 
     public init(steps: Int = 300, batchSize: Int = 32, learningRate: Float = 1e-3, seed: UInt64 = 0,
                 scheduler: FineTuneScheduler = .none, activationCompression: ActivationCompression = .none, checkpointEvery: Int? = nil) {
@@ -159,6 +163,8 @@ public final class GuardedFineTune {
             var options = DiffusionTrainingOptions.fineTuning(steps: settings.steps, batchSize: settings.batchSize,
                                                               learningRate: settings.learningRate, seed: settings.seed)
             if let every = settings.checkpointEvery { options.checkpointEvery = every }
+            if settings.optimizer != .adamW { options.optimizer = settings.optimizer }
+            if settings.constantLearningRate { options.constantLearningRate = true }
             trainer = DiffusionTrainer(model: base.model, data: data, options: options)
             resumedFromStep = nil
         }

@@ -16,11 +16,8 @@ struct CheckpointCommand: ParsableCommand {
             discussion: "Exits non-zero with the reason when the file is not a valid safetensors file."
         )
 
-        @Argument(help: "A .safetensors file.")
-        var file: String
-
-        @Flag(help: "Print one JSON object instead of a table.")
-        var json = false
+        @Argument(help: "A .safetensors file.") var file: String
+        @Flag(help: "Print one JSON object instead of a table.") var json = false
 
         func run() throws {
             let url = URL(fileURLWithPath: file)
@@ -29,13 +26,7 @@ struct CheckpointCommand: ParsableCommand {
                 throw CLIError("\(file): \(error.description)")
             }
             let inventory = try CheckpointInventory(file: checkpoint, path: file, sha256: try sha256Hex(of: url))
-            if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(inventory), as: UTF8.self))
-            } else {
-                print(inventory.table)
-            }
+            print(json ? try inventory.json() : inventory.table)
         }
     }
 

@@ -38,9 +38,8 @@ struct ClassifierCommand: ParsableCommand {
             let (accuracy, tested): (Double, Int)
             if noneClass {
                 model.noneClass = classes - 1
-                let (train, test) = (try data.load(split: "train", digits: digits, fashion: fashionClasses), try data.load(split: "t10k", digits: digits, fashion: fashionClasses))
-                (accuracy, tested) = try fit(train + NoneOfTheseImages.make(count: train.count / (classes - 1), label: classes - 1, shuffling: train, seed: seed),
-                                             test + NoneOfTheseImages.make(count: test.count / (classes - 1), label: classes - 1, shuffling: test, seed: seed + 1))
+                (accuracy, tested) = try fit(NoneOfTheseImages.adding(to: try data.load(split: "train", digits: digits, fashion: fashionClasses), label: classes - 1, seed: seed),
+                                             NoneOfTheseImages.adding(to: try data.load(split: "t10k", digits: digits, fashion: fashionClasses), label: classes - 1, seed: seed + 1))
             } else {
                 (accuracy, tested) = try fit(try data.loadOnDisk(split: "train", digits: digits, fashion: fashionClasses), try data.loadOnDisk(split: "t10k", digits: digits, fashion: fashionClasses))
             }

@@ -31,15 +31,7 @@ struct Demo: ParsableCommand {
         let started = Date()
         let out = URL(fileURLWithPath: output)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        let models = URL(fileURLWithPath: try dataOptions.shipped().directory.deletingLastPathComponent().path).appendingPathComponent("Models")
-        let baseURL = URL(fileURLWithPath: base ?? models.appendingPathComponent("base-0-5").path)
-        guard FileManager.default.fileExists(atPath: baseURL.appendingPathComponent("config.json").path) else {
-            throw CLIError("no base model at \(baseURL.path): train one with `permafrost pretrain --digits 0-5 --output \(baseURL.path)` or pass --base")
-        }
-        let classifierURL = URL(fileURLWithPath: classifier ?? models.appendingPathComponent("classifier.safetensors").path)
-        guard FileManager.default.fileExists(atPath: classifierURL.path) else {
-            throw CLIError("no classifier at \(classifierURL.path): train one with `permafrost classifier train --fashion 1,7,8 --output \(classifierURL.path)`")
-        }
+        let (baseURL, classifierURL) = try GuardDemo.shippedModels(data: try dataOptions.shipped(), base: base, classifier: classifier)
         try requireCompatible(try UNet2DModel(directory: baseURL))
         let demo = GuardDemo(base: baseURL, classifier: classifierURL, output: out, data: try dataOptions.shipped(), ratio: ratio,
                              userSteps: userSteps, guardSteps: guardSteps, perClass: perClass)

@@ -28,13 +28,12 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         try engine.apply()
-        let unet = try UNet2DModel(directory: URL(fileURLWithPath: model))
-        let judge = try ImageClassifier.load(from: URL(fileURLWithPath: classifier))
+        let (unet, judge) = (try UNet2DModel(directory: URL(fileURLWithPath: model)), try ImageClassifier.load(from: URL(fileURLWithPath: classifier)))
         let slots = try parseRanges(classes, name: "--classes")
         let requested = slots.flatMap { Array(repeating: $0, count: perClass) }
         let bar = ProgressBar(total: (requested.count + 63) / 64 * steps, label: "sample")
         let images = DiffusionSampler.sample(model: unet, classes: requested, steps: steps, eta: eta, seed: seed) { done, _ in bar.update(done) }
-        let expected = try SampleEvaluation.expectations(expect ?? "")
+        let expected = try LabeledImages.labelMapping(expect ?? "")
         let real = try dataOptions.shipped().testImages(showing: Set(slots.map { expected[$0] ?? $0 }))
         let result = try SampleEvaluation(classifier: judge, images: images, requested: requested, expected: expected, real: real.batch(Array(0..<real.count)),
                                           minimumConfidence: minConfidence)

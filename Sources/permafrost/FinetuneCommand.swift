@@ -60,15 +60,7 @@ struct Finetune: ParsableCommand {
                                         fashion: Set(try fashion.map { try parseRanges($0, name: "--fashion") } ?? []))
         guard data.count > 0 else { throw ValidationError("choose data with --digits and/or --fashion") }
         if userHalf { data = GuardProtocol.half(data, publisher: false) }
-        if let relabel {
-            var map: [Int: Int] = [:]
-            for pair in relabel.split(separator: ",") {
-                let parts = pair.split(separator: ":").compactMap { Int($0) }
-                guard parts.count == 2 else { throw ValidationError("--relabel: use FROM:TO pairs, got '\(pair)'") }
-                map[parts[0]] = parts[1]
-            }
-            data = data.relabeled(map)
-        }
+        if let relabel { data = data.relabeled(try LabeledImages.labelMapping(relabel)) }
         let schedule: FineTuneScheduler
         switch scheduler {
         case "none": schedule = .none

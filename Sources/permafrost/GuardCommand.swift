@@ -23,7 +23,7 @@ struct GuardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "guard",
         abstract: "FreezeAsGuard for publishers: learn, sign, verify and inspect guard manifests.",
-        subcommands: [Keygen.self, Learn.self, Lock.self, Sign.self, Verify.self, Inspect.self, EvaluateGuard.self, Summarize.self]
+        subcommands: [Keygen.self, Learn.self, Lock.self, Attack.self, Sign.self, Verify.self, Inspect.self, EvaluateGuard.self, Summarize.self]
     )
 
     struct Keygen: ParsableCommand {
@@ -85,9 +85,12 @@ struct GuardCommand: ParsableCommand {
 extension GuardCommand {
     /// `permafrost guard summarize REPORT`: the goal check of a `guard evaluate` report.
     struct Summarize: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Summarise a guard evaluation report (means per method and ratio, and the goal check).")
-        @Argument(help: "report.json from `permafrost guard evaluate`.") var report: String
-        func run() throws { print(try GuardReport.load(from: URL(fileURLWithPath: report)).goalText) }
+        static let configuration = CommandConfiguration(abstract: "Summarise a guard evaluation or attack suite report (means per method, and the goal check).")
+        @Argument(help: "report.json from `permafrost guard evaluate` or `permafrost guard attack`.") var report: String
+        func run() throws {
+            let url = URL(fileURLWithPath: report)
+            print(try (try? AttackReport.load(from: url))?.markdown ?? GuardReport.load(from: url).goalText)
+        }
     }
 }
 

@@ -39,8 +39,7 @@ extension GuardCommand {
 
         func run() throws {
             try engine.apply()
-            let baseURL = URL(fileURLWithPath: base)
-            let model = try UNet2DModel(directory: baseURL)
+            let model = try UNet2DModel(directory: URL(fileURLWithPath: base))
             try requireCompatible(model)
             let (restricted, permitted) = try GuardProtocol.option(`protocol`).learningSets(try dataOptions.shipped())
             var settings = GuardSettings()
@@ -52,13 +51,10 @@ extension GuardCommand {
             let mask = GuardLearner.learnDiffusionGuard(model: model, restricted: restricted, permitted: permitted, settings: settings, batchSize: batch) { p in
                 bar.update(p.step, detail: String(format: "L_restricted %.4f L_permitted %.4f frozen %.0f%%", p.restrictedLoss, p.permittedLoss, p.hardFreezeRatio * 100))
             }
-            var fields = settings.dictionary
-            fields["protocol"] = `protocol`
-            fields["selection"] = threshold ? "soft mask > 0.5" : "soft-mask ranking cut at the ratio"
+            let fields = settings.dictionary.merging(["protocol": `protocol`, "selection": threshold ? "soft mask > 0.5" : "soft-mask ranking cut at the ratio"]) { $1 }
             let sizes = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.name, byParameters ? $0.parameter.value.count : 1) })
             let frozen = threshold ? mask.frozen : mask.frozen(ratio: Double(ratio), sizes: sizes)
-            var manifest = try GuardManifest(model: model, frozen: frozen,
-                                             baseSHA256: try sha256Hex(of: baseURL.appendingPathComponent(UNet2DModel.weightsFileName)), settings: fields)
+            var manifest = try GuardManifest(model: model, frozen: frozen, baseSHA256: try sha256Hex(of: UNet2DModel.weightsURL(base)), settings: fields)
             if let key { try manifest.sign(with: try GuardKeys.privateKey(from: URL(fileURLWithPath: key))) }
             try manifest.write(to: URL(fileURLWithPath: output))
             if let plot { try Plot.bars(mask.softMask, to: URL(fileURLWithPath: plot)) }

@@ -270,10 +270,10 @@ final class NoneOfTheseTests: XCTestCase {
         XCTAssertEqual(evaluation.nonePerClass?[20], Double(predicted.prefix(14).filter { $0 == 13 }.count) / 14)
         XCTAssertTrue(try evaluation.json().contains("\"none_rate\""))
 
-        XCTAssertEqual(try SampleEvaluation.expectations("6:10, 13:11"), [6: 10, 13: 11])
-        XCTAssertEqual(try SampleEvaluation.expectations(""), [:])
+        XCTAssertEqual(try LabeledImages.labelMapping("6:10, 13:11"), [6: 10, 13: 11])
+        XCTAssertEqual(try LabeledImages.labelMapping(""), [:])
         for bad in ["6", "6:x", "6:10,6:11", "-1:3"] {
-            XCTAssertThrowsError(try SampleEvaluation.expectations(bad), bad)
+            XCTAssertThrowsError(try LabeledImages.labelMapping(bad), bad) { XCTAssertTrue("\($0)".contains("FROM:TO"), "\($0)") }
         }
     }
 }

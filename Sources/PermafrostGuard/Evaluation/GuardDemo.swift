@@ -75,3 +75,20 @@ public struct GuardDemo {
         return results
     }
 }
+
+extension GuardDemo {
+    /// The base and classifier a demo uses: the given paths, else the shipped ones beside the data
+    /// folder; a missing one is an error saying how to make it.
+    public static func shippedModels(data: ShippedData, base: String?, classifier: String?) throws -> (base: URL, classifier: URL) {
+        let models = data.directory.deletingLastPathComponent().appendingPathComponent("Models")
+        let baseURL = URL(fileURLWithPath: base ?? models.appendingPathComponent("base-0-5").path)
+        guard FileManager.default.fileExists(atPath: baseURL.appendingPathComponent("config.json").path) else {
+            throw DatasetError.notFound("no base model at \(baseURL.path): train one with `permafrost pretrain --digits 0-5 --output \(baseURL.path)` or pass --base")
+        }
+        let classifierURL = URL(fileURLWithPath: classifier ?? models.appendingPathComponent("classifier.safetensors").path)
+        guard FileManager.default.fileExists(atPath: classifierURL.path) else {
+            throw DatasetError.notFound("no classifier at \(classifierURL.path): train one with `permafrost classifier train --fashion 1,7,8 --output \(classifierURL.path)`")
+        }
+        return (baseURL, classifierURL)
+    }
+}

@@ -11,6 +11,7 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case invalidShape(path: String, reason: String)
     case notFound(String)
     case temporaryFile(String)
+    case invalidMapping(String)
 
     public var description: String {
         switch self {
@@ -22,6 +23,7 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
         case let .invalidShape(path, reason): return "'\(path)': \(reason)"
         case let .notFound(reason): return reason
         case let .temporaryFile(reason): return "the on-disk image cache failed: \(reason)"
+        case let .invalidMapping(reason): return reason
         }
     }
 }
@@ -141,6 +143,19 @@ public struct LabeledImages: Sendable {
     }
 
     /// Two sets together.
+    /// Reads "6:13,7:14" (label → label) for ``relabeled(_:)`` and for slot expectations; "" is no mapping.
+    public static func labelMapping(_ text: String) throws(DatasetError) -> [Int: Int] {
+        var map: [Int: Int] = [:]
+        for pair in text.split(separator: ",") {
+            let parts = pair.split(separator: ":").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, let from = parts[0], let to = parts[1], from >= 0, to >= 0, map[from] == nil else {
+                throw .invalidMapping("cannot read '\(pair)' in '\(text)': use FROM:TO pairs of labels, each FROM once, e.g. 6:13,7:14")
+            }
+            map[from] = to
+        }
+        return map
+    }
+
     public static func + (lhs: LabeledImages, rhs: LabeledImages) -> LabeledImages {
         precondition(lhs.height == rhs.height && lhs.width == rhs.width, "cannot join \(lhs.height)×\(lhs.width) and \(rhs.height)×\(rhs.width) images")
         return LabeledImages(pixels: lhs.pixels + rhs.pixels, labels: lhs.labels + rhs.labels, height: lhs.height, width: lhs.width)

@@ -13,6 +13,11 @@ import PermafrostTensor
 /// - shuffled real images: an image of `source` cut into 7×7 patches put back in a random order —
 ///   real strokes and fabric, no whole digit or garment.
 public enum NoneOfTheseImages {
+    /// `set` with a "none of these" class of `label` as large as an average class of it (labels 0..<label), drawn from its own images.
+    public static func adding(to set: LabeledImages, label: Int, seed: UInt64) -> LabeledImages {
+        set + make(count: set.count / Swift.max(label, 1), label: label, shuffling: set, seed: seed)
+    }
+
     public static func make(count: Int, label: Int, shuffling source: LabeledImages, seed: UInt64) -> LabeledImages {
         precondition(source.height == 28 && source.width == 28 && source.count > 0, "the shuffled images come from 28×28 images")
         var pixels = [UInt8](repeating: 0, count: count * 784)

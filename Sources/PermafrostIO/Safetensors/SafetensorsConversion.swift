@@ -54,6 +54,13 @@ public struct CheckpointInventory: Codable, Sendable {
     }
 
     /// An aligned table: a header line, the metadata, then name, dtype, shape and SHA-256 per tensor.
+    /// One JSON object (sorted keys, paths unescaped).
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
     public var table: String {
         var lines = ["\(file)  (\(tensors.count) tensors, file SHA-256 \(sha256))"]
         lines += metadata.keys.sorted().map { "  metadata \($0) = \(metadata[$0] ?? "")" }

@@ -10,20 +10,11 @@ struct GEMMBench: ParsableCommand {
         discussion: "Target: at n = 1024 and 2048 on 2 threads, ratio ≤ 1/0.9 (≥ 0.9× PyTorch's GFLOP/s)."
     )
 
-    @Option(help: "Matrix sizes n (n×n · n×n), comma-separated.")
-    var sizes: String = "512,1024,2048"
-
-    @Option(name: .customLong("thread-counts"), help: "Thread counts to measure, comma-separated.")
-    var threadCounts: String = "1,2"
-
-    @Option(help: "Interleaved rounds (ours then peer per configuration); medians are taken over all timings.")
-    var rounds: Int = 3
-
-    @Flag(help: "Skip the PyTorch peer even if torch is installed.")
-    var noPeer = false
-
-    @Flag(help: "Print one JSON object per line instead of a table.")
-    var json = false
+    @Option(help: "Matrix sizes n (n×n · n×n), comma-separated.") var sizes: String = "512,1024,2048"
+    @Option(name: .customLong("thread-counts"), help: "Thread counts to measure, comma-separated.") var threadCounts: String = "1,2"
+    @Option(help: "Interleaved rounds (ours then peer per configuration); medians are taken over all timings.") var rounds: Int = 3
+    @Flag(help: "Skip the PyTorch peer even if torch is installed.") var noPeer = false
+    @Flag(help: "Print one JSON object per line instead of a table.") var json = false
 
     func run() throws {
         let ns = try parsePositive(sizes, name: "--sizes")

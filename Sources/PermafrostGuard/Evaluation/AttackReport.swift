@@ -1,0 +1,107 @@
+import Foundation
+import PermafrostIO
+
+/// An attack suite's report: every cell, the command, and how long it took. Written after every
+/// cell, so an interrupted suite resumes where it stopped (``contains(method:attack:seed:)``).
+public struct AttackReport: Codable, Sendable {
+    public var `protocol`: String
+    public var command: String
+    public var settings: [String: String]
+    public var results: [AttackResult]
+    /// Wall time of everything measured so far (fine-tunes, scoring, curves), seconds.
+    public var wall_seconds: Double
+
+    public init(protocol: String, command: String, settings: [String: String], results: [AttackResult] = [], wall_seconds: Double = 0) {
+        self.protocol = `protocol`; self.command = command; self.settings = settings; self.results = results; self.wall_seconds = wall_seconds
+    }
+
+    /// Reads a report.json an attack suite wrote; a file that is not one is an error naming it.
+    public static func load(from url: URL) throws -> AttackReport {
+        let data = try Data(contentsOf: url)
+        do { return try JSONDecoder().decode(AttackReport.self, from: data) } catch {
+            throw GuardError.unreadable(path: url.path, reason: "not an attack suite report: \(error)")
+        }
+    }
+
+    public func contains(method: String, attack: String, seed: Int) -> Bool {
+        results.contains { $0.method == method && $0.attack == attack && $0.seed == seed }
+    }
+
+    /// Mean recognition of `method` under `attack` on `domain` at the attack's last step (over seeds); nil if not measured.
+    public func mean(_ method: String, _ attack: String, _ domain: String) -> Double? {
+        let finals = results.filter { $0.method == method && $0.attack == attack && $0.domain == domain }
+        let last = finals.map(\.steps).max()
+        let values = finals.filter { $0.steps == last }.map(\.recognition_rate)
+        return values.isEmpty ? nil : values.reduce(0, +) / Double(values.count)
+    }
+
+    /// Restricted (permitted) recognition per method and attack, as a Markdown table.
+    public var table: String {
+        let methods = ["full", "guard", "random", "random-lock", "lock-only", "guard-lock", "scratch"].filter { m in results.contains { $0.method == m } }
+        let attacks = NamedAttack.names.filter { a in results.contains { $0.attack == a } }
+        func cell(_ m: String, _ a: String) -> String {
+            guard let r = mean(m, a, "restricted") else { return "—" }
+            return String(format: "%.1f%%", r * 100) + (mean(m, a, "permitted").map { String(format: " (%.1f%%)", $0 * 100) } ?? "")
+        }
+        var lines = ["| method | own digits, no attack | " + attacks.joined(separator: " | ") + " |",
+                     "| --- | --- |" + String(repeating: " --- |", count: attacks.count)]
+        for m in methods {
+            let own = mean(m, "none", "own-digits").map { String(format: "%.1f%%", $0 * 100) } ?? "—"
+            lines.append("| \(m) | \(own) | " + attacks.map { cell(m, $0) }.joined(separator: " | ") + " |")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The locked guard's goal lines, each with its numbers and whether it is met.
+    public var goalLines: [String] {
+        func pct(_ v: Double?) -> String { v.map { String(format: "%.1f%%", $0 * 100) } ?? "not measured" }
+        func verdict(_ ok: Bool?) -> String { ok.map { $0 ? "met" : "NOT met" } ?? "not measured" }
+        var lines: [String] = []
+        let lockR = mean("guard-lock", "standard", "restricted"), fullR = mean("full", "standard", "restricted"), guardR = mean("guard", "standard", "restricted")
+        let ratioFull = zip2(lockR, fullR) { $0 / Swift.max($1, 1e-9) }, ratioGuard = zip2(lockR, guardR) { $0 / Swift.max($1, 1e-9) }
+        lines.append("standard, restricted ≤ 0.3× full: guard-lock \(pct(lockR)) vs full \(pct(fullR)) = \(ratioFull.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioFull.map { $0 <= 0.3 }))")
+        lines.append("standard, restricted ≤ 0.5× guard: guard-lock \(pct(lockR)) vs guard \(pct(guardR)) = \(ratioGuard.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioGuard.map { $0 <= 0.5 }))")
+        let lockP = mean("guard-lock", "standard", "permitted"), fullP = mean("full", "standard", "permitted")
+        let gap = zip2(lockP, fullP) { ($0 - $1) * 100 }
+        lines.append("standard, permitted within 5 points of full: guard-lock \(pct(lockP)) vs full \(pct(fullP)) = \(gap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(gap.map { $0 >= -5 }))")
+        for attack in NamedAttack.names where attack != "standard" {
+            let l = mean("guard-lock", attack, "restricted"), f = mean("full", attack, "restricted")
+            let ratio = zip2(l, f) { $0 / Swift.max($1, 1e-9) }
+            lines.append("\(attack), restricted ≤ 0.5× full: guard-lock \(pct(l)) vs full \(pct(f)) = \(ratio.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratio.map { $0 <= 0.5 }))")
+        }
+        let lockOwn = mean("guard-lock", "none", "own-digits"), baseOwn = mean("full", "none", "own-digits")
+        let ownGap = zip2(lockOwn, baseOwn) { ($0 - $1) * 100 }
+        lines.append("locked base, own digits within 2 points of the base: \(pct(lockOwn)) vs \(pct(baseOwn)) = \(ownGap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(ownGap.map { $0 >= -2 }))")
+        lines.append("floor (scratch, standard): restricted \(pct(mean("scratch", "standard", "restricted")))")
+        return lines
+    }
+
+    /// The whole report as Markdown: command, wall time, table and goal lines.
+    public var markdown: String {
+        """
+        # Attack suite, \(`protocol`) protocol
+
+        Command: `\(command)`
+
+        Wall time: \(String(format: "%.0f", wall_seconds)) s. Cells: restricted recognition after each attack (permitted in brackets), \
+        means over seeds; the classifier has a "none of these" class when the settings say so.
+
+        \(table)
+
+        ## Goal
+
+        \(goalLines.map { "- " + $0 }.joined(separator: "\n"))
+        """
+    }
+
+    public func write(to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try AtomicFile.writeJSON(self, to: directory.appendingPathComponent("report.json"))
+        try AtomicFile.write(Data(markdown.utf8), to: directory.appendingPathComponent("report.md"))
+    }
+}
+
+private func zip2(_ a: Double?, _ b: Double?, _ f: (Double, Double) -> Double) -> Double? {
+    guard let a, let b else { return nil }
+    return f(a, b)
+}
