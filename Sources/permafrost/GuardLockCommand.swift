@@ -31,6 +31,7 @@ extension GuardCommand {
         @Option(help: "Persistent attackers (0: every simulated attack starts from the published values).") var attackers: Int = 0
         @Option(help: "Steps a persistent attacker trains in all, drawn log-uniformly from this range.") var attackHorizon: String = "5-300"
         @Flag(help: "Retain by the denoising loss instead of distilling the base's own noise predictions.") var denoisingRetain = false
+        @Option(help: "Weigh the distillation by the implied clean image's error, capped at this (0: all timesteps alike).") var retainCleanImageCap: Float = 0
         @Option(help: "Batch size of each loss.") var batch: Int = 16
         @Option(help: "Random seed.") var seed: UInt64 = 0
         @Option(help: "Private key to sign the locked guard.") var key: String?
@@ -41,14 +42,13 @@ extension GuardCommand {
 
         func run() throws {
             try engine.apply()
-            let horizon = try parsePositive(attackHorizon, name: "--attack-horizon")
-            var settings = LockSettings()
+            var settings = LockSettings(), horizon = try parsePositive(attackHorizon, name: "--attack-horizon")
             settings.steps = steps; settings.learningRate = learningRate; settings.suppressionCap = cap; settings.permittedWeight = permittedWeight
             settings.retainWeight = retainWeight; settings.retainSteps = retainSteps; settings.attackers = attackers
             settings.attackHorizon = horizon.min()!...horizon.max()!; settings.seed = seed
             var job = DiffusionLockJob(base: URL(fileURLWithPath: base), manifest: try GuardManifest.load(from: URL(fileURLWithPath: self.guard)),
                                        guardProtocol: try GuardProtocol.option(`protocol`), settings: settings, output: URL(fileURLWithPath: output))
-            job.batchSize = batch; job.distillRetain = !denoisingRetain
+            job.batchSize = batch; job.distillRetain = !denoisingRetain; job.retainWeighting = retainCleanImageCap > 0 ? .cleanImage(cap: retainCleanImageCap) : .uniform
             var bar: ProgressBar?
             let locked = try job.run(data: try dataOptions.shipped(), resume: resume, signingKey: try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) },
                                      started: { bar = ProgressBar(total: steps, label: "lock", initial: $0) }) { p in

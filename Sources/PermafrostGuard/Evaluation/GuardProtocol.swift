@@ -94,6 +94,28 @@ extension GuardProtocol {
     }
 }
 
+/// How a distillation retain loss weighs its timesteps.
+public enum RetainWeighting: Sendable, Equatable {
+    /// Every timestep alike (the noise-prediction error as trained).
+    case uniform
+    /// By the error of the implied clean image, (1 − ᾱ)/ᾱ times the noise-prediction error, capped
+    /// at `cap` and offset by 1, normalised to mean 1 over the timesteps. Why: at high noise the
+    /// noise prediction is nearly the input itself, so its error is tiny while the clean image it
+    /// implies — what decides a sample's class and layout — can be wholly wrong; uniform weighting
+    /// lets a lock break exactly that.
+    case cleanImage(cap: Float)
+
+    func weights(_ schedule: NoiseSchedule) -> [Float] {
+        switch self {
+        case .uniform: return Array(repeating: 1, count: schedule.trainTimesteps)
+        case let .cleanImage(cap):
+            let raw = schedule.alphasCumulativeProduct.map { 1 + Swift.min((1 - $0) / Swift.max($0, 1e-12), cap) }
+            let mean = raw.reduce(0, +) / Float(raw.count)
+            return raw.map { $0 / mean }
+        }
+    }
+}
+
 extension LockTask {
     /// A lock task for a diffusion model: epsilon-prediction losses of `batchSize` images drawn by
     /// Philox streams of `seed`; `restricted[v]` is label assignment v.
@@ -103,16 +125,18 @@ extension LockTask {
     /// batch. The denoising loss alone is a weak anchor — averaged over timesteps it hardly moves
     /// while a lock ruins sampling — whereas distillation is zero only where the base's behaviour is kept.
     public static func diffusion(model: UNet2DModel, restricted: [LabeledImages], permitted: LabeledImages, retain: LabeledImages,
-                                 batchSize: Int, seed: UInt64, teacher: UNet2DModel? = nil) -> LockTask {
+                                 batchSize: Int, seed: UInt64, teacher: UNet2DModel? = nil, retainWeighting: RetainWeighting = .uniform) -> LockTask {
         let schedule = NoiseSchedule()
         let retainLoss: (UInt64) -> Tensor
         if let teacher {
+            let weights = retainWeighting.weights(schedule)
             retainLoss = { stream in
                 var generator = PhiloxGenerator(seed: seed, stream: stream)
                 let batch = schedule.batch(of: retain, size: batchSize, generator: &generator)
                 let timesteps = batch.timesteps.map(Float.init)
                 let target = GradientRecording.withoutRecording { teacher(batch.noisy, timesteps: timesteps, classLabels: batch.labels) }
-                return meanSquaredError(model(batch.noisy, timesteps: timesteps, classLabels: batch.labels), target)
+                let perImage = Tensor(shape: [batch.timesteps.count, 1, 1, 1], scalars: batch.timesteps.map { weights[$0] })
+                return ((model(batch.noisy, timesteps: timesteps, classLabels: batch.labels) - target).squared() * perImage).mean()
             }
         } else {
             retainLoss = { epsilonPredictionLoss(model, data: retain, schedule: schedule, batchSize: batchSize, seed: seed, stream: $0) }

@@ -16,6 +16,8 @@ public struct DiffusionLockJob {
     public var batchSize = 16
     /// Retain by distilling the base's own noise predictions (else by the denoising loss).
     public var distillRetain = true
+    /// How the distillation weighs timesteps.
+    public var retainWeighting = RetainWeighting.uniform
     /// Receives `base/` (the locked diffusers folder), `guard.json`, `lock-checkpoint/` and `lock-log.jsonl`.
     public var output: URL
 
@@ -42,14 +44,15 @@ public struct DiffusionLockJob {
         started(lock.step)
         let teacher = distillRetain ? try UNet2DModel(directory: base) : nil
         let task = LockTask.diffusion(model: model, restricted: restricted, permitted: permitted, retain: retain,
-                                      batchSize: batchSize, seed: settings.seed, teacher: teacher)
+                                      batchSize: batchSize, seed: settings.seed, teacher: teacher, retainWeighting: retainWeighting)
         let log = try LockLog(url: logURL)
         try lock.lock(task, checkpoint: checkpoint) { p in
             log.append(p)
             progress(p)
         }
         let fields = manifest.settings.merging(settings.dictionary) { $1 }
-            .merging(["protocol": guardProtocol.name, "lock_retain": distillRetain ? "distillation" : "denoising"]) { $1 }
+            .merging(["protocol": guardProtocol.name, "lock_retain": distillRetain ? "distillation" : "denoising",
+                      "lock_retain_weighting": "\(retainWeighting)"]) { $1 }
         let locked = try GuardManifest.publishLocked(model, frozen: Set(manifest.frozen), to: output.appendingPathComponent("base"),
                                                      settings: fields, signingKey: signingKey)
         try locked.write(to: output.appendingPathComponent("guard.json"))
