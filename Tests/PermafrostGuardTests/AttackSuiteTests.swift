@@ -92,3 +92,61 @@ final class AttackSuiteTests: XCTestCase {
         XCTAssertTrue(report.table.contains("| guard-lock | 90.0% | 20.0% (58.0%) | 60.0% |"), report.table)
     }
 }
+
+/// The attack suite's report.html: self-contained, charts with titles, labelled axes, ticks and
+/// legends, rendered by headless Chromium without errors.
+final class AttackReportHTMLTests: XCTestCase {
+    func report() -> AttackReport {
+        func cell(_ method: String, _ attack: String, _ domain: String, _ rate: Double, steps: Int = 150) -> AttackResult {
+            AttackResult(method: method, attack: attack, domain: domain, seed: 1, steps: steps, recognition_rate: rate, none_rate: 0.1,
+                         per_class: [:], freeze_ratio_params: 0.5, seconds: 1)
+        }
+        var results = [cell("full", "standard", "restricted", 0.9), cell("full", "standard", "permitted", 0.6),
+                       cell("guard-lock", "standard", "restricted", 0.1), cell("guard-lock", "standard", "permitted", 0.55)]
+        for (step, full, lock) in [(10, 0.05, 0.0), (50, 0.5, 0.02), (600, 0.95, 0.4)] {
+            results += [cell("full", "long", "restricted", full, steps: step), cell("guard-lock", "long", "restricted", lock, steps: step)]
+        }
+        return AttackReport(protocol: "far", command: "permafrost guard attack <test>", settings: [:], results: results, wall_seconds: 12)
+    }
+
+    func testPageHoldsTheTableGoalsAndLabelledCharts() throws {
+        let html = report().html(grids: nil)
+        XCTAssertEqual(report().curveSeries.map(\.name), ["full", "guard-lock"])
+        XCTAssertEqual(report().curveSeries.first?.points.map(\.x), [10, 50, 600])
+        for text in ["Recognition vs user steps (long attack)", "user fine-tuning steps (log scale)", "restricted recognition (%)",
+                     "Frontier under the standard attack", "class=\"goal-region\"", "class=\"legend\"", "&lt;test&gt;", "<td>guard-lock</td>"] {
+            XCTAssertTrue(html.contains(text), text)
+        }
+        XCTAssertFalse(html.contains("<test>"), "user text is escaped")
+        XCTAssertEqual(html.components(separatedBy: "<svg ").count - 1, 3)
+    }
+
+    func testChromiumRendersThePageWithItsLabels() throws {
+        let candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
+        guard let chromium = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw XCTSkip("no headless Chromium here (Debian: apt-get install chromium); .ci/run installs it")
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("html-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try FileManager.default.createDirectory(at: folder.appendingPathComponent("grids"), withIntermediateDirectories: true)
+        try ImageGrid.write(Tensor(repeating: 0.5, shape: [2, 1, 28, 28]), columns: 2, to: folder.appendingPathComponent("grids/grid-full-standard-restricted-150-s1.png"))
+        try report().write(to: folder)
+        let process = Process()
+        // A renderer that hangs fails the test instead of the run.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["120", chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                             "--dump-dom", folder.appendingPathComponent("report.html").absoluteString]
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output; process.standardError = errors
+        try process.run()
+        let dom = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, log)
+        XCTAssertFalse(log.contains("Uncaught") || log.contains("CONSOLE"), log)
+        for text in ["Recognition vs user steps (long attack)", "user fine-tuning steps (log scale)", "permitted recognition (%), higher is better",
+                     "class=\"x-tick\"", "class=\"legend\"", "data:image/png;base64,", "full-standard-restricted-150, seed 1"] {
+            XCTAssertTrue(dom.contains(text), "the rendered page lacks \(text)")
+        }
+    }
+}

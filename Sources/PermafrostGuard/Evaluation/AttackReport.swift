@@ -98,10 +98,11 @@ public struct AttackReport: Codable, Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try AtomicFile.writeJSON(self, to: directory.appendingPathComponent("report.json"))
         try AtomicFile.write(Data(markdown.utf8), to: directory.appendingPathComponent("report.md"))
+        try AtomicFile.write(Data(html(grids: directory.appendingPathComponent("grids")).utf8), to: directory.appendingPathComponent("report.html"))
     }
 }
 
-private func zip2(_ a: Double?, _ b: Double?, _ f: (Double, Double) -> Double) -> Double? {
+func zip2(_ a: Double?, _ b: Double?, _ f: (Double, Double) -> Double) -> Double? {
     guard let a, let b else { return nil }
     return f(a, b)
 }
