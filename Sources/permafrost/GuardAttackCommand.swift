@@ -18,7 +18,7 @@ extension GuardCommand {
         @Option(help: "Attacks, comma-separated.") var attacks: String = "standard"
         @Option(help: "Seeds of the standard attack (the others run once).") var seeds: Int = 3
         @Flag(help: "Also run standard and long on a randomly initialised UNet (the scratch floor).") var scratch = false
-        @Option(help: "Steps at which the long attack is also scored (recognition-vs-steps curve).") var curve: String = "10,25,50,100,150,300"
+        @Option(help: "Recognition-vs-steps curve: the standard attack run for each of these step counts.") var curve: String = "10,25,50,100,150,300,600"
         @Option(help: "Protocol: near or far.") var `protocol`: String = "far"
         @Option(help: "Classifier (one with a \"none of these\" class scores noise as nothing).") var classifier: String = "Models/classifier-with-none.safetensors"
         @Option(help: "Samples per class (≥ 200 in the protocol).") var perClass: Int = 200

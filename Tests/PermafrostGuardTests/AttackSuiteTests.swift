@@ -62,12 +62,16 @@ final class AttackSuiteTests: XCTestCase {
         XCTAssertEqual(again.results, report.results)
         XCTAssertEqual(try AttackReport.load(from: out.appendingPathComponent("report.json")).results, report.results)
 
-        // A curve scores the restricted domain at the requested steps on the way.
+        // A curve: the standard attack run anew for each step count, restricted domain only.
+        let curved = try suite.runAll(targets: [targets[1]], attacks: [], seeds: 1, scratch: nil, curve: [1, 2], command: "test", digits: [0, 1], to: out)
+        XCTAssertEqual(curved.results.filter { $0.attack == "curve" }.map(\.steps), [1, 2])
+        XCTAssertEqual(curved.results.filter { $0.attack == "curve" }.map(\.domain), ["restricted", "restricted"])
+        XCTAssertEqual(curved.results.filter { $0.attack != "curve" }, report.results, "the earlier cells are kept")
+        // A scored-along-the-way curve within one run is still available to library users.
         var long = attack
         long.name = "long"; long.steps = 4
-        let curved = try suite.run(targets[1], attack: long, seed: 1, curve: [1, 3])
-        XCTAssertEqual(curved.filter { $0.domain == "restricted" }.map(\.steps), [1, 3, 4])
-        XCTAssertEqual(curved.filter { $0.domain == "permitted" }.map(\.steps), [4])
+        let along = try suite.run(targets[1], attack: long, seed: 1, curve: [1, 3])
+        XCTAssertEqual(along.filter { $0.domain == "restricted" }.map(\.steps), [1, 3, 4])
     }
 
     func testGoalLinesCompareTheLockWithTheRightCells() {
@@ -104,7 +108,7 @@ final class AttackReportHTMLTests: XCTestCase {
         var results = [cell("full", "standard", "restricted", 0.9), cell("full", "standard", "permitted", 0.6),
                        cell("guard-lock", "standard", "restricted", 0.1), cell("guard-lock", "standard", "permitted", 0.55)]
         for (step, full, lock) in [(10, 0.05, 0.0), (50, 0.5, 0.02), (600, 0.95, 0.4)] {
-            results += [cell("full", "long", "restricted", full, steps: step), cell("guard-lock", "long", "restricted", lock, steps: step)]
+            results += [cell("full", "curve", "restricted", full, steps: step), cell("guard-lock", "curve", "restricted", lock, steps: step)]
         }
         return AttackReport(protocol: "far", command: "permafrost guard attack <test>", settings: [:], results: results, wall_seconds: 12)
     }
@@ -113,7 +117,7 @@ final class AttackReportHTMLTests: XCTestCase {
         let html = report().html(grids: nil)
         XCTAssertEqual(report().curveSeries.map(\.name), ["full", "guard-lock"])
         XCTAssertEqual(report().curveSeries.first?.points.map(\.x), [10, 50, 600])
-        for text in ["Recognition vs user steps (long attack)", "user fine-tuning steps (log scale)", "restricted recognition (%)",
+        for text in ["Recognition vs user steps (standard attack)", "user fine-tuning steps (log scale)", "restricted recognition (%)",
                      "Frontier under the standard attack", "class=\"goal-region\"", "class=\"legend\"", "&lt;test&gt;", "<td>guard-lock</td>"] {
             XCTAssertTrue(html.contains(text), text)
         }
@@ -144,7 +148,7 @@ final class AttackReportHTMLTests: XCTestCase {
         process.waitUntilExit()
         XCTAssertEqual(process.terminationStatus, 0, log)
         XCTAssertFalse(log.contains("Uncaught") || log.contains("CONSOLE"), log)
-        for text in ["Recognition vs user steps (long attack)", "user fine-tuning steps (log scale)", "permitted recognition (%), higher is better",
+        for text in ["Recognition vs user steps (standard attack)", "user fine-tuning steps (log scale)", "permitted recognition (%), higher is better",
                      "class=\"x-tick\"", "class=\"legend\"", "data:image/png;base64,", "full-standard-restricted-150, seed 1"] {
             XCTAssertTrue(dom.contains(text), "the rendered page lacks \(text)")
         }

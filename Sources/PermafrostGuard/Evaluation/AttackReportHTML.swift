@@ -6,10 +6,10 @@ extension AttackReport {
         ["full", "guard", "random", "random-lock", "lock-only", "guard-lock", "scratch"].filter { m in results.contains { $0.method == m } }
     }
 
-    /// Restricted recognition (%) after the long attack at each scored step, one series per method.
+    /// Restricted recognition (%) after the `standard` attack stopped at each curve step, one series per method.
     public var curveSeries: [SVGPlot.Series] {
         methods.compactMap { method in
-            let cells = results.filter { $0.method == method && $0.attack == "long" && $0.domain == "restricted" }
+            let cells = results.filter { $0.method == method && $0.attack == "curve" && $0.domain == "restricted" }
             let steps = Set(cells.map(\.steps)).sorted()
             let points = steps.map { step in
                 (x: Double(step), y: cells.filter { $0.steps == step }.map(\.recognition_rate).reduce(0, +) / Double(cells.filter { $0.steps == step }.count) * 100)
@@ -30,7 +30,7 @@ extension AttackReport {
         let attackChart = SVGPlot.chart(title: "Restricted recognition after each attack", xLabel: "attack", yLabel: "restricted recognition (%)",
                                         series: byAttack, xTicks: attacks.indices.map { Double($0 + 1) }, yTicks: [0, 20, 40, 60, 80, 100],
                                         xTickLabels: attacks, lines: false)
-        let curveChart = SVGPlot.chart(title: "Recognition vs user steps (long attack)", xLabel: "user fine-tuning steps (log scale)",
+        let curveChart = SVGPlot.chart(title: "Recognition vs user steps (standard attack)", xLabel: "user fine-tuning steps (log scale)",
                                        yLabel: "restricted recognition (%)", series: curveSeries, xTicks: [10, 25, 50, 100, 150, 300, 600],
                                        yTicks: [0, 20, 40, 60, 80, 100], logX: true)
         var frontier = ""
