@@ -37,7 +37,7 @@ final class AttackSuiteTests: XCTestCase {
         let suite = AttackSuite(spec: GuardProtocol.named("far")!, data: data, classifier: classifier)
         suite.perClass = 2; suite.samplingSteps = 2; suite.pictures = folder.appendingPathComponent("grids")
         var attack = NamedAttack.standard
-        attack.steps = 3; attack.batchSize = 4
+        attack.steps = 3
         var unused = attack
         unused.name = "unused-slots"; unused.labels = .unusedSlots
         let targets = [AttackSuite.Target(method: "full", base: baseURL, manifest: nil),
@@ -63,9 +63,12 @@ final class AttackSuiteTests: XCTestCase {
         XCTAssertEqual(try AttackReport.load(from: out.appendingPathComponent("report.json")).results, report.results)
 
         // A curve: the standard attack run anew for each step count, restricted domain only.
-        let curved = try suite.runAll(targets: [targets[1]], attacks: [], seeds: 1, scratch: nil, curve: [1, 2], command: "test", digits: [0, 1], to: out)
-        XCTAssertEqual(curved.results.filter { $0.attack == "curve" }.map(\.steps), [1, 2])
+        // A point whose run is already measured (here: standard at 3 steps, seed 1 — `attack`) is taken from it.
+        let curved = try suite.runAll(targets: [targets[1]], attacks: [attack], seeds: 1, scratch: nil, curve: [1, 3], command: "test", digits: [0, 1], to: out)
+        XCTAssertEqual(curved.results.filter { $0.attack == "curve" }.map(\.steps), [1, 3])
         XCTAssertEqual(curved.results.filter { $0.attack == "curve" }.map(\.domain), ["restricted", "restricted"])
+        XCTAssertEqual(curved.results.last?.recognition_rate,
+                       report.results.first { $0.method == "guard" && $0.attack == "standard" && $0.seed == 1 && $0.domain == "restricted" }?.recognition_rate)
         XCTAssertEqual(curved.results.filter { $0.attack != "curve" }, report.results, "the earlier cells are kept")
         // A scored-along-the-way curve within one run is still available to library users.
         var long = attack
