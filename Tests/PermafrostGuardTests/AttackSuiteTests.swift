@@ -43,11 +43,14 @@ final class AttackSuiteTests: XCTestCase {
         let targets = [AttackSuite.Target(method: "full", base: baseURL, manifest: nil),
                        AttackSuite.Target(method: "guard", base: baseURL, manifest: manifest)]
         let out = folder.appendingPathComponent("suite")
-        let report = try suite.runAll(targets: targets, attacks: [attack, unused], seeds: 2, scratch: nil, curve: [],
+        let report = try suite.runAll(targets: targets, attacks: [attack, unused], seeds: 1, scratch: nil, curve: [],
                                       command: "test", digits: [0, 1], to: out)
-        // Own digits once per target; standard twice (two seeds) and unused-slots once, restricted and permitted each.
+        // Own digits once per target; standard and unused-slots once each (one seed), restricted and permitted each.
         XCTAssertEqual(report.results.filter { $0.attack == "none" }.map(\.method), ["full", "guard"])
-        XCTAssertEqual(report.results.filter { $0.attack == "standard" }.count, 2 * 2 * 2)
+        XCTAssertEqual(report.results.filter { $0.attack == "standard" && $0.domain != "permitted-alone" }.count, 2 * 2)
+        // And a legitimate user's run of the standard configuration (permitted data alone) per target and seed.
+        XCTAssertEqual(report.results.filter { $0.domain == "permitted-alone" }.map(\.method), ["full", "guard"])
+        XCTAssertEqual(report.results.filter { $0.domain == "permitted-alone" }.map { Set($0.per_class.keys) }.first, ["6", "7", "8", "9"])
         XCTAssertEqual(report.results.filter { $0.attack == "unused-slots" && $0.domain == "restricted" }.map { Set($0.per_class.keys) },
                        [["13", "14", "15"], ["13", "14", "15"]], "the restricted content is scored under the slots it was taught")
         XCTAssertTrue(report.results.allSatisfy { $0.none_rate != nil && (0...1).contains($0.recognition_rate) })
@@ -55,10 +58,10 @@ final class AttackSuiteTests: XCTestCase {
                        Double(base.namedParameters().filter { frozen.contains($0.name) }.reduce(0) { $0 + $1.parameter.value.count }) / Double(base.parameterCount),
                        accuracy: 1e-12)
         XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("report.md").path))
-        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("grids/grid-guard-standard-restricted-3-s2.png").path))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("grids/grid-guard-standard-restricted-3-s1.png").path))
 
         // Resuming runs nothing already measured: the same report comes back.
-        let again = try suite.runAll(targets: targets, attacks: [attack, unused], seeds: 2, scratch: nil, curve: [], command: "test", digits: [0, 1], to: out)
+        let again = try suite.runAll(targets: targets, attacks: [attack, unused], seeds: 1, scratch: nil, curve: [], command: "test", digits: [0, 1], to: out)
         XCTAssertEqual(again.results, report.results)
         XCTAssertEqual(try AttackReport.load(from: out.appendingPathComponent("report.json")).results, report.results)
 
@@ -92,11 +95,12 @@ final class AttackSuiteTests: XCTestCase {
         let lines = report.goalLines
         XCTAssertTrue(lines[0].hasPrefix("standard, restricted ≤ 0.3× full") && lines[0].contains("0.25×") && lines[0].hasSuffix("— met"), lines[0])
         XCTAssertTrue(lines[1].contains("0.25×") && lines[1].hasSuffix("— met"), lines[1])
-        XCTAssertTrue(lines[2].contains("-2.0 points") && lines[2].hasSuffix("— met"), lines[2])
+        XCTAssertTrue(lines[2].contains("legitimate user") && lines[2].hasSuffix("not measured"), lines[2])
+        XCTAssertTrue(lines[3].contains("mixed set") && lines[3].contains("-2.0 points") && lines[3].hasSuffix("— met"), lines[3])
         XCTAssertTrue(lines.contains { $0.hasPrefix("long,") && $0.contains("0.67×") && $0.hasSuffix("NOT met") })
         XCTAssertTrue(lines.contains { $0.hasPrefix("hot,") && $0.hasSuffix("not measured") })
         XCTAssertTrue(lines.contains { $0.hasPrefix("locked base") && $0.contains("-7.0 points") && $0.hasSuffix("NOT met") })
-        XCTAssertTrue(report.table.contains("| guard-lock | 90.0% | 20.0% (58.0%) | 60.0% |"), report.table)
+        XCTAssertTrue(report.table.contains("| guard-lock | 90.0% | — | 20.0% (58.0%) | 60.0% |"), report.table)
     }
 }
 

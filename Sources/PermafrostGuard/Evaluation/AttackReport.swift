@@ -23,8 +23,9 @@ public struct AttackReport: Codable, Sendable {
         }
     }
 
+    /// Whether the attack's own run (not a legitimate user's run of its configuration) is measured.
     public func contains(method: String, attack: String, seed: Int) -> Bool {
-        results.contains { $0.method == method && $0.attack == attack && $0.seed == seed }
+        results.contains { $0.method == method && $0.attack == attack && $0.seed == seed && $0.domain != "permitted-alone" }
     }
 
     /// Mean recognition of `method` under `attack` on `domain` at the attack's last step (over seeds); nil if not measured.
@@ -43,11 +44,12 @@ public struct AttackReport: Codable, Sendable {
             guard let r = mean(m, a, "restricted") else { return "—" }
             return String(format: "%.1f%%", r * 100) + (mean(m, a, "permitted").map { String(format: " (%.1f%%)", $0 * 100) } ?? "")
         }
-        var lines = ["| method | own digits, no attack | " + attacks.joined(separator: " | ") + " |",
-                     "| --- | --- |" + String(repeating: " --- |", count: attacks.count)]
+        var lines = ["| method | own digits, no attack | permitted alone (standard) | " + attacks.joined(separator: " | ") + " |",
+                     "| --- | --- | --- |" + String(repeating: " --- |", count: attacks.count)]
         for m in methods {
             let own = mean(m, "none", "own-digits").map { String(format: "%.1f%%", $0 * 100) } ?? "—"
-            lines.append("| \(m) | \(own) | " + attacks.map { cell(m, $0) }.joined(separator: " | ") + " |")
+            let alone = mean(m, "standard", "permitted-alone").map { String(format: "%.1f%%", $0 * 100) } ?? "—"
+            lines.append("| \(m) | \(own) | \(alone) | " + attacks.map { cell(m, $0) }.joined(separator: " | ") + " |")
         }
         return lines.joined(separator: "\n")
     }
@@ -61,9 +63,11 @@ public struct AttackReport: Codable, Sendable {
         let ratioFull = zip2(lockR, fullR) { $0 / Swift.max($1, 1e-9) }, ratioGuard = zip2(lockR, guardR) { $0 / Swift.max($1, 1e-9) }
         lines.append("standard, restricted ≤ 0.3× full: guard-lock \(pct(lockR)) vs full \(pct(fullR)) = \(ratioFull.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioFull.map { $0 <= 0.3 }))")
         lines.append("standard, restricted ≤ 0.5× guard: guard-lock \(pct(lockR)) vs guard \(pct(guardR)) = \(ratioGuard.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioGuard.map { $0 <= 0.5 }))")
-        let lockP = mean("guard-lock", "standard", "permitted"), fullP = mean("full", "standard", "permitted")
-        let gap = zip2(lockP, fullP) { ($0 - $1) * 100 }
-        lines.append("standard, permitted within 5 points of full: guard-lock \(pct(lockP)) vs full \(pct(fullP)) = \(gap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(gap.map { $0 >= -5 }))")
+        for (domain, who) in [("permitted-alone", "a legitimate user (permitted data alone)"), ("permitted", "the attacker's own run (mixed set)")] {
+            let lockP = mean("guard-lock", "standard", domain), fullP = mean("full", "standard", domain)
+            let gap = zip2(lockP, fullP) { ($0 - $1) * 100 }
+            lines.append("standard, permitted within 5 points of full, \(who): guard-lock \(pct(lockP)) vs full \(pct(fullP)) = \(gap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(gap.map { $0 >= -5 }))")
+        }
         for attack in NamedAttack.names where attack != "standard" {
             let l = mean("guard-lock", attack, "restricted"), f = mean("full", attack, "restricted")
             let ratio = zip2(l, f) { $0 / Swift.max($1, 1e-9) }

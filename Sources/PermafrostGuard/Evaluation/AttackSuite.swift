@@ -30,6 +30,9 @@ public struct NamedAttack: Sendable, Codable, Equatable {
     public var constantLearningRate = false
     /// The user's set also holds the permitted data (then permitted recognition is scored too).
     public var includesPermitted = true
+    /// The user's set holds the restricted data; false is a legitimate user's run (permitted data
+    /// alone, its domain scored as `permitted-alone`).
+    public var includesRestricted = true
     public var labels = Labels.own
 
     public init(name: String) { self.name = name }
@@ -163,12 +166,13 @@ public final class AttackSuite {
         case .permittedSlots: slots = Array(spec.permittedDigits.sorted().prefix(own.count))
         }
         let mapping = Dictionary(uniqueKeysWithValues: zip(own, slots))
+        let permittedSlots = Set(permitted.labels).sorted(), identity = Dictionary(uniqueKeysWithValues: permittedSlots.map { ($0, $0) })
+        guard attack.includesRestricted else { return (permitted, [("permitted-alone", permittedSlots, identity)]) }
         var set = restricted.relabeled(mapping)
         var domains = [("restricted", slots, Dictionary(uniqueKeysWithValues: zip(slots, own)))]
         if attack.includesPermitted {
             set = set + permitted
-            let permittedSlots = Set(permitted.labels).sorted()
-            domains.append(("permitted", permittedSlots, Dictionary(uniqueKeysWithValues: permittedSlots.map { ($0, $0) })))
+            domains.append(("permitted", permittedSlots, identity))
         }
         return (set, domains)
     }
@@ -279,6 +283,18 @@ extension AttackSuite {
             for target in attacked {
                 for seed in 1...(attack.name == "standard" ? Swift.max(seeds, 1) : 1) where !report.contains(method: target.method, attack: attack.name, seed: seed) {
                     try record { try run(target, attack: attack, seed: UInt64(seed), log: log) }
+                }
+            }
+            // What a legitimate user of each published model gets: the standard configuration on the
+            // permitted data alone (a lock may wreck everything once restricted data is in the set).
+            guard attack.name == "standard" else { continue }
+            var legitimate = attack
+            legitimate.includesRestricted = false
+            for target in targets {
+                for seed in 1...Swift.max(seeds, 1) where !report.results.contains(where: {
+                    $0.method == target.method && $0.attack == attack.name && $0.seed == seed && $0.domain == "permitted-alone"
+                }) {
+                    try record { try run(target, attack: legitimate, seed: UInt64(seed), log: log) }
                 }
             }
         }
