@@ -89,6 +89,7 @@ final class AttackSuiteTests: XCTestCase {
             cell("full", "standard", "restricted", 0.9), cell("full", "standard", "restricted", 0.7, seed: 2), cell("full", "standard", "permitted", 0.6),
             cell("guard", "standard", "restricted", 0.8), cell("guard-lock", "standard", "restricted", 0.2), cell("guard-lock", "standard", "permitted", 0.58),
             cell("full", "long", "restricted", 0.9), cell("guard-lock", "long", "restricted", 0.6),
+            cell("full", "sgd", "restricted", 0.2), cell("guard-lock", "sgd", "restricted", 0.0),
             cell("full", "none", "own-digits", 0.97), cell("guard-lock", "none", "own-digits", 0.9),
         ])
         XCTAssertEqual(report.mean("full", "standard", "restricted")!, 0.8, accuracy: 1e-12)
@@ -99,6 +100,7 @@ final class AttackSuiteTests: XCTestCase {
         XCTAssertTrue(lines[3].contains("mixed set") && lines[3].contains("-2.0 points") && lines[3].hasSuffix("— met"), lines[3])
         XCTAssertTrue(lines.contains { $0.hasPrefix("long,") && $0.contains("0.67×") && $0.hasSuffix("NOT met") })
         XCTAssertTrue(lines.contains { $0.hasPrefix("hot,") && $0.hasSuffix("not measured") })
+        XCTAssertTrue(lines.contains { $0.hasPrefix("sgd,") && $0.hasSuffix("uninformative: full fine-tuning itself learns under 50%") })
         XCTAssertTrue(lines.contains { $0.hasPrefix("locked base") && $0.contains("-7.0 points") && $0.hasSuffix("NOT met") })
         XCTAssertTrue(report.table.contains("| guard-lock | 90.0% | — | 20.0% (58.0%) | 60.0% |"), report.table)
     }

@@ -71,7 +71,9 @@ public struct AttackReport: Codable, Sendable {
         for attack in NamedAttack.names where attack != "standard" {
             let l = mean("guard-lock", attack, "restricted"), f = mean("full", attack, "restricted")
             let ratio = zip2(l, f) { $0 / Swift.max($1, 1e-9) }
-            lines.append("\(attack), restricted ≤ 0.5× full: guard-lock \(pct(l)) vs full \(pct(f)) = \(ratio.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratio.map { $0 <= 0.5 }))")
+            // An attack that does not teach the unguarded base either says nothing about the guard.
+            let outcome = (f ?? 1) < 0.5 && ratio != nil ? "uninformative: full fine-tuning itself learns under 50%" : verdict(ratio.map { $0 <= 0.5 })
+            lines.append("\(attack), restricted ≤ 0.5× full: guard-lock \(pct(l)) vs full \(pct(f)) = \(ratio.map { String(format: "%.2f×", $0) } ?? "—") — \(outcome)")
         }
         let lockOwn = mean("guard-lock", "none", "own-digits"), baseOwn = mean("full", "none", "own-digits")
         let ownGap = zip2(lockOwn, baseOwn) { ($0 - $1) * 100 }

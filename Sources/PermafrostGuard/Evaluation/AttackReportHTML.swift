@@ -34,13 +34,15 @@ extension AttackReport {
                                        yLabel: "restricted recognition (%)", series: curveSeries, xTicks: [10, 25, 50, 100, 150, 300, 600],
                                        yTicks: [0, 20, 40, 60, 80, 100], logX: true)
         var frontier = ""
-        if let fullR = mean("full", "standard", "restricted"), let fullP = mean("full", "standard", "permitted") {
+        // Permitted learning as a legitimate user gets it (permitted data alone) where measured.
+        let permittedDomain = results.contains { $0.domain == "permitted-alone" } ? "permitted-alone" : "permitted"
+        if let fullR = mean("full", "standard", "restricted"), let fullP = mean("full", "standard", permittedDomain) {
             let points = methods.compactMap { m -> SVGPlot.Series? in
-                guard let r = mean(m, "standard", "restricted"), let p = mean(m, "standard", "permitted") else { return nil }
+                guard let r = mean(m, "standard", "restricted"), let p = mean(m, "standard", permittedDomain) else { return nil }
                 return SVGPlot.Series(name: m, points: [(x: r * 100, y: p * 100)])
             }
             frontier = SVGPlot.chart(title: "Frontier under the standard attack", xLabel: "restricted recognition (%), lower is better",
-                                     yLabel: "permitted recognition (%), higher is better", series: points, xTicks: [0, 20, 40, 60, 80, 100],
+                                     yLabel: "permitted recognition (%)\(permittedDomain == "permitted-alone" ? ", permitted data alone" : ""), higher is better", series: points, xTicks: [0, 20, 40, 60, 80, 100],
                                      yTicks: [0, 20, 40, 60, 80, 100], lines: false,
                                      region: SVGPlot.Region(x: 0...(0.3 * fullR * 100), y: (fullP * 100 - 5)...100, label: "goal"))
         }

@@ -316,6 +316,8 @@ extension AttackSuite {
                 }
             }
         }
+        // Also when nothing was left to measure: the Markdown and HTML follow the current code and grids.
+        try report.write(to: directory)
         return report
     }
 }

@@ -49,11 +49,13 @@ public enum SVGPlot {
         }
         for (index, tick) in xTicks.enumerated() {
             let label = xTickLabels.map { index < $0.count ? $0[index] : "" } ?? number(tick)
-            svg.append(String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/><text class=\"x-tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>",
-                              px(tick), px(tick), top + plotH, top + plotH + 5, px(tick), top + plotH + 18, escaped(label)))
+            // Names (not numbers) are tilted so that long ones do not run into each other.
+            let anchor = xTickLabels == nil ? "text-anchor=\"middle\"" : String(format: "text-anchor=\"end\" transform=\"rotate(-25 %.1f %.1f)\"", px(tick), top + plotH + 18)
+            svg.append(String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/><text class=\"x-tick\" x=\"%.1f\" y=\"%.1f\" %@>%@</text>",
+                              px(tick), px(tick), top + plotH, top + plotH + 5, px(tick), top + plotH + 18, anchor, escaped(label)))
         }
         svg.append(String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>", left, top, plotW, plotH))
-        svg.append(String(format: "<text class=\"x-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>", left + plotW / 2, height - 15, escaped(xLabel)))
+        svg.append(String(format: "<text class=\"x-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>", left + plotW / 2, height - 4, escaped(xLabel)))
         svg.append(String(format: "<text class=\"y-label\" transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">%@</text>", top + plotH / 2, escaped(yLabel)))
         for (index, line) in series.enumerated() {
             let color = palette[index % palette.count]
