@@ -179,10 +179,12 @@ public final class AttackSuite {
 
     /// Fine-tunes `target` with `attack` and scores every domain at the end and, restricted only, at
     /// each step of `curve` along the way.
-    public func run(_ target: Target, attack: NamedAttack, seed: UInt64, curve: [Int] = [], log: (String) -> Void = { _ in }) throws -> [AttackResult] {
-        let (set, domains) = try userSet(attack)
+    public func run(_ target: Target, attack: NamedAttack, seed: UInt64, curve: [Int] = [], restrictedOnlyScored: Bool = false,
+                    log: (String) -> Void = { _ in }) throws -> [AttackResult] {
+        let (set, allDomains) = try userSet(attack)
+        let domains = restrictedOnlyScored ? allDomains.filter { $0.0 == "restricted" } : allDomains
         let model = try published(target, seed: seed)
-        let ratio = frozenShare(model, target.manifest)
+        let ratio = target.manifest?.freezeRatioParameters ?? 0
         var settings = FineTuneSettings(steps: attack.steps, batchSize: attack.batchSize, learningRate: attack.learningRate, seed: seed)
         settings.optimizer = attack.optimizer; settings.constantLearningRate = attack.constantLearningRate
         let digest = target.fromScratch ? "scratch" : try sha256Hex(of: UNet2DModel.weightsURL(target.base.path))
@@ -215,18 +217,12 @@ public final class AttackSuite {
     public func ownDigits(_ target: Target, digits: [Int]) throws -> AttackResult {
         let model = try published(target, seed: 0)
         return try score(model, target: target, attack: "none", domain: ("own-digits", digits, [:]), seed: 0, steps: 0,
-                         ratio: frozenShare(model, target.manifest), seconds: 0)
+                         ratio: target.manifest?.freezeRatioParameters ?? 0, seconds: 0)
     }
 
     func published(_ target: Target, seed: UInt64) throws -> UNet2DModel {
         let base = try UNet2DModel(directory: target.base)
         return target.fromScratch ? try UNet2DModel(config: base.config, seed: seed &+ 1000) : base
-    }
-
-    func frozenShare(_ model: UNet2DModel, _ manifest: GuardManifest?) -> Double {
-        let frozen = Set(manifest?.frozen ?? [])
-        let scalars = model.namedParameters().filter { frozen.contains($0.name) }.reduce(0) { $0 + $1.parameter.value.count }
-        return Double(scalars) / Double(model.parameterCount)
     }
 
     func score(_ model: UNet2DModel, target: Target, attack: String, domain: (String, [Int], [Int: Int]), seed: UInt64, steps: Int,
@@ -312,7 +308,7 @@ extension AttackSuite {
                     copy.attack = "curve"
                     try record { [copy] }
                 } else {
-                    try record { try run(target, attack: point, seed: 1, log: log).filter { $0.domain == "restricted" } }
+                    try record { try run(target, attack: point, seed: 1, restrictedOnlyScored: true, log: log) }
                 }
             }
         }
