@@ -36,8 +36,7 @@ public enum NoneOfTheseImages {
 
     static func smoothedNoise(_ generator: inout PhiloxGenerator) -> [UInt8] {
         let field = smoothedField(&generator)
-        let mean = field.reduce(0, +) / 784
-        let deviation = Swift.max((field.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 784).squareRoot(), 1e-6)
+        let (mean, deviation) = moments(field)
         let background = -120 + 220 * generator.nextUnitFloat(), contrast = 40 + 120 * generator.nextUnitFloat()
         return field.map { UInt8(Swift.min(Swift.max(background + contrast * ($0 - mean) / deviation, 0), 255)) }
     }
@@ -52,8 +51,7 @@ public enum NoneOfTheseImages {
 
     static func texturedBlobs(_ generator: inout PhiloxGenerator) -> [UInt8] {
         let texture = smoothedField(&generator)
-        let mean = texture.reduce(0, +) / 784
-        let deviation = Swift.max((texture.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 784).squareRoot(), 1e-6)
+        let (mean, deviation) = moments(texture)
         var out = [Float](repeating: 0, count: 784)
         for _ in 0...(generator.nextUInt32() % 4) {
             let (cy, cx) = (4 + 20 * generator.nextUnitFloat(), 4 + 20 * generator.nextUnitFloat())
@@ -67,6 +65,12 @@ public enum NoneOfTheseImages {
             }
         }
         return out.map { UInt8(Swift.min(Swift.max($0, 0), 255)) }
+    }
+
+    /// Mean and standard deviation (at least 1e-6) of a 28×28 field.
+    static func moments(_ field: [Float]) -> (mean: Float, deviation: Float) {
+        let mean = field.reduce(0, +) / 784
+        return (mean, Swift.max((field.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 784).squareRoot(), 1e-6))
     }
 
     static func boxBlur(_ field: [Float], radius: Int) -> [Float] {
