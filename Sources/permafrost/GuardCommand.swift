@@ -87,11 +87,9 @@ extension GuardCommand {
     struct Summarize: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Summarise a guard evaluation or attack suite report (means per method, and the goal check).")
         @Argument(help: "report.json from `permafrost guard evaluate` or `permafrost guard attack`.") var report: String
-        func run() throws {
-            let url = URL(fileURLWithPath: report)
-            print(try (try? AttackReport.load(from: url))?.markdown ?? GuardReport.load(from: url).goalText)
-        }
+        func run() throws { print(try (try? AttackReport.load(from: URL(fileURLWithPath: report)))?.markdown ?? GuardReport.load(from: URL(fileURLWithPath: report)).goalText) }
     }
 }
 
 extension GuardSettings.RatioControl: ExpressibleByArgument {}
+extension GuardSelection: ExpressibleByArgument {}

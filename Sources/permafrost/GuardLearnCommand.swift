@@ -11,7 +11,9 @@ extension GuardCommand {
             discussion: """
             Bilevel mask learning (FreezeAsGuard): simulated user steps on restricted + permitted data alternate with \
             publisher steps that raise the restricted loss, keep the permitted loss low, and pull the frozen share to \
-            --ratio. Writes the manifest (signed when --key is given) and a PNG of the soft mask per tensor.
+            --ratio. Writes the manifest (signed when --key is given) and a PNG of the soft mask per tensor. --select random: a \
+            seeded ranking (the `random` baseline); attribution: relearn a copy on restricted data for --steps steps, rank each \
+            tensor by how much holding it at its published value raises the restricted loss less the permitted one, per parameter.
 
             Example: permafrost guard learn --base runs/base --protocol far --ratio 0.5 --output guard.json --key publisher.key
             """
@@ -20,7 +22,8 @@ extension GuardCommand {
         @Option(help: "Protocol defining restricted and permitted data: near or far (docs/PROTOCOLS.md).") var `protocol`: String = "far"
         @Option(help: "Target freeze ratio.") var ratio: Float = 0.5
         @Flag(help: "Count the ratio in parameters instead of tensors.") var byParameters = false
-        @Option(help: "Learning steps.") var steps: Int = 100
+        @Option(help: "Selection: learnt (bilevel mask), random or attribution.") var select: GuardSelection = .learnt
+        @Option(help: "Learning steps (attribution: the relearning fine-tune's steps).") var steps: Int = 100
         @Option(help: "Batch size of each loss.") var batch: Int = 16
         @Option(help: "Mask temperature T.") var temperature: Float = 0.2
         @Option(help: "Sparsity weight c.") var sparsity: Float = 500
@@ -43,15 +46,14 @@ extension GuardCommand {
             try requireCompatible(model)
             let (restricted, permitted) = try GuardProtocol.option(`protocol`).learningSets(try dataOptions.shipped())
             var settings = GuardSettings()
-            settings.freezeRatio = ratio; settings.weightByParameters = byParameters; settings.steps = steps
-            settings.temperature = temperature; settings.sparsityWeight = sparsity; settings.maskLearningRate = maskLearningRate
-            settings.maskAdam = !maskSgd; settings.ratioControl = ratioControl
-            settings.userLearningRate = userLearningRate; settings.userInterval = userInterval; settings.seed = seed
-            let bar = ProgressBar(total: steps, label: "guard")
-            let mask = GuardLearner.learnDiffusionGuard(model: model, restricted: restricted, permitted: permitted, settings: settings, batchSize: batch) { p in
-                bar.update(p.step, detail: String(format: "L_restricted %.4f L_permitted %.4f frozen %.0f%%", p.restrictedLoss, p.permittedLoss, p.hardFreezeRatio * 100))
-            }
-            let fields = settings.dictionary.merging(["protocol": `protocol`, "selection": threshold ? "soft mask > 0.5" : "soft-mask ranking cut at the ratio"]) { $1 }
+            settings.freezeRatio = ratio; settings.weightByParameters = byParameters; settings.steps = steps; settings.seed = seed
+            settings.temperature = temperature; settings.sparsityWeight = sparsity; settings.maskLearningRate = maskLearningRate; settings.maskAdam = !maskSgd
+            settings.ratioControl = ratioControl; settings.userLearningRate = userLearningRate; settings.userInterval = userInterval
+            let bar = ProgressBar(total: steps, label: select == .attribution ? "relearn" : "guard")
+            let mask = try select.diffusionMask(model: model, copy: { try UNet2DModel(directory: URL(fileURLWithPath: base)) }, restricted: restricted,
+                                                permitted: permitted, learner: settings, batchSize: batch) { bar.update($0, detail: $1) }
+            let fields = (select == .learnt ? settings.dictionary : ["seed": "\(seed)", "steps": "\(steps)"])
+                .merging(["protocol": `protocol`, "selection": "\(select.rawValue), " + (threshold ? "soft mask > 0.5" : "ranking cut at the ratio")]) { $1 }
             let sizes = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.name, byParameters ? $0.parameter.value.count : 1) })
             let frozen = threshold ? mask.frozen : mask.frozen(ratio: Double(ratio), sizes: sizes)
             var manifest = try GuardManifest(model: model, frozen: frozen, baseSHA256: try sha256Hex(of: UNet2DModel.weightsURL(base)), settings: fields)

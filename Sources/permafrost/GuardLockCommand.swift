@@ -20,7 +20,7 @@ extension GuardCommand {
             Example: permafrost guard lock --base Models/base-0-5 --guard guard.json --key publisher.key --output runs/locked
             """)
         @Option(help: "Base UNet folder (the one the guard was learnt for).") var base: String
-        @Option(help: "Guard whose frozen tensors to lock.") var `guard`: String
+        @Option(help: "Guard whose frozen tensors to lock (none: lock every tensor, enforce nothing).") var `guard`: String?
         @Option(help: "Protocol defining restricted and permitted data: near or far.") var `protocol`: String = "far"
         @Option(help: "Lock steps.") var steps: Int = 200
         @Option(help: "Adam's rate on the frozen tensors.") var learningRate: Float = 5e-4
@@ -43,10 +43,9 @@ extension GuardCommand {
         func run() throws {
             try engine.apply()
             var settings = LockSettings(), horizon = try parsePositive(attackHorizon, name: "--attack-horizon")
-            settings.steps = steps; settings.learningRate = learningRate; settings.suppressionCap = cap; settings.permittedWeight = permittedWeight
-            settings.retainWeight = retainWeight; settings.retainSteps = retainSteps; settings.attackers = attackers
-            settings.attackHorizon = horizon.min()!...horizon.max()!; settings.seed = seed
-            var job = DiffusionLockJob(base: URL(fileURLWithPath: base), manifest: try GuardManifest.load(from: URL(fileURLWithPath: self.guard)),
+            settings.steps = steps; settings.learningRate = learningRate; settings.suppressionCap = cap; settings.permittedWeight = permittedWeight; settings.seed = seed
+            settings.retainWeight = retainWeight; settings.retainSteps = retainSteps; settings.attackers = attackers; settings.attackHorizon = horizon.min()!...horizon.max()!
+            var job = DiffusionLockJob(base: URL(fileURLWithPath: base), manifest: try self.guard.map { try GuardManifest.load(from: URL(fileURLWithPath: $0)) },
                                        guardProtocol: try GuardProtocol.option(`protocol`), settings: settings, output: URL(fileURLWithPath: output))
             job.batchSize = batch; job.distillRetain = !denoisingRetain; job.retainWeighting = retainCleanImageCap > 0 ? .cleanImage(cap: retainCleanImageCap) : .uniform
             var bar: ProgressBar?
@@ -54,6 +53,7 @@ extension GuardCommand {
                                      started: { bar = ProgressBar(total: steps, label: "lock", initial: $0) }) { p in
                 bar?.update(p.step, detail: String(format: "L_r %.3f (depth %d) L_p %.3f L_retain %.4f", p.restrictedLoss, p.attackDepth, p.permittedLoss, p.retainLoss))
             }
+            guard let locked else { return print("locked every tensor, nothing enforced → \(output)/base") }
             print("locked \(locked.frozen.count) tensors → \(output)/base, \(output)/guard.json\(key == nil ? " (unsigned: `permafrost guard sign`)" : ", signed")")
         }
     }

@@ -82,6 +82,29 @@ final class CLITests: XCTestCase {
         XCTAssert(refused.output.contains("refusing to fine-tune"), refused.output)
     }
 
+    /// The baselines' published models: a seeded random guard, and a lock with nothing enforced.
+    func testRandomSelectionIsSeededAndAnUnenforcedLockPublishesNoGuard() throws {
+        let dir = try temporary()
+        let base = dir.appendingPathComponent("base")
+        try run(["pretrain", "--config", "tiny", "--steps", "1", "--batch", "2", "--output", base.path, "--quiet", "--threads", "1"])
+        func randomGuard(_ name: String, seed: Int) throws -> [String: Any] {
+            let url = dir.appendingPathComponent(name)
+            try run(["guard", "learn", "--base", base.path, "--select", "random", "--seed", "\(seed)", "--ratio", "0.3", "--by-parameters", "--output", url.path])
+            return try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        }
+        let a = try randomGuard("a.json", seed: 1), b = try randomGuard("b.json", seed: 1), c = try randomGuard("c.json", seed: 2)
+        XCTAssertEqual(a["frozen"] as? [String], b["frozen"] as? [String])
+        XCTAssertNotEqual(a["frozen"] as? [String], c["frozen"] as? [String])
+        XCTAssertGreaterThanOrEqual(a["freeze_ratio_params"] as! Double, 0.3)
+        XCTAssertEqual((a["settings"] as? [String: String])?["selection"], "random, ranking cut at the ratio")
+
+        let locked = dir.appendingPathComponent("lock-only")
+        let output = try run(["guard", "lock", "--base", base.path, "--steps", "1", "--batch", "2", "--output", locked.path, "--threads", "1"]).output
+        XCTAssert(output.contains("nothing enforced"), output)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: locked.appendingPathComponent("base/diffusion_pytorch_model.safetensors").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: locked.appendingPathComponent("guard.json").path))
+    }
+
     func testCheckpointInspectAndUNetForward() throws {
         let dir = try temporary()
         let bad = dir.appendingPathComponent("bad.safetensors")

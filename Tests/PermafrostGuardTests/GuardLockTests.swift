@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import XCTest
 import PermafrostGuard
+import PermafrostDiffusion
 import PermafrostIO
 import PermafrostModels
 import PermafrostNN
@@ -92,6 +93,25 @@ final class GuardLockTests: XCTestCase {
         let withoutLock = try restrictedLossAfterAttack(unlocked, frozen: frozen, problem: problem, steps: 12)
         let withLock = try restrictedLossAfterAttack(locked, frozen: frozen, problem: problem, steps: 12)
         XCTAssertGreaterThan(withLock, 1.5 * withoutLock, "locked \(withLock) vs unlocked \(withoutLock)")
+    }
+
+    /// SOPHON's setting: nothing enforced, every tensor locked, every tensor attacked.
+    func testUnenforcedLockMovesEveryTensorAndStillRaisesTheRestrictedLossAfterAFullAttack() throws {
+        let problem = Problem(seed: 1)
+        let unlocked = mlp(seed: 2), locked = mlp(seed: 2)
+        let all = Set(locked.namedParameters().map(\.name))
+        let before = Dictionary(uniqueKeysWithValues: locked.namedParameters().map { ($0.name, $0.parameter.value.scalars) })
+        var s = settings(steps: 200)
+        s.enforced = false
+        try GuardLock(model: locked, frozen: all, settings: s).lock(task(locked, problem))
+        for (name, parameter) in locked.namedParameters() {
+            XCTAssertNotEqual(parameter.value.scalars, before[name], "\(name) should have moved")
+        }
+        // The user may train every tensor: nothing is enforced.
+        let withoutLock = try restrictedLossAfterAttack(unlocked, frozen: [], problem: problem, steps: 12)
+        let withLock = try restrictedLossAfterAttack(locked, frozen: [], problem: problem, steps: 12)
+        XCTAssertGreaterThan(withLock, 3 * withoutLock, "locked \(withLock) vs unlocked \(withoutLock)")
+        XCTAssertEqual(s.dictionary["lock_enforced"], "false")
     }
 
     func testResumedLockEqualsAnUninterruptedOne() throws {
@@ -234,5 +254,61 @@ final class LockedGuardPublishingTests: XCTestCase {
         let report = try run.run()
         XCTAssertEqual(report.guardedTensorsBitIdentical, true)
         for name in frozen { XCTAssertEqual(tensorDigest(run.model.parameter(named: name)!.value), manifest.frozenSHA256[name]) }
+    }
+}
+
+/// Selections other than the learnt mask: a seeded random ranking, and first-order attribution.
+final class GuardSelectionTests: XCTestCase {
+    func testRandomRankingIsSeeded() {
+        let names = (0..<40).map { "t\($0)" }
+        let a = GuardSelection.randomMask(names: names, seed: 1), b = GuardSelection.randomMask(names: names, seed: 1)
+        let c = GuardSelection.randomMask(names: names, seed: 2)
+        XCTAssertEqual(a.rankedNames, b.rankedNames)
+        XCTAssertNotEqual(a.rankedNames, c.rankedNames)
+        XCTAssertNotEqual(a.rankedNames, names, "a ranking, not the model's order")
+        let sizes = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, $0.offset + 1) })
+        let frozen = a.frozen(ratio: 0.3, sizes: sizes)
+        let share = Double(frozen.reduce(0) { $0 + sizes[$1]! }) / Double(sizes.values.reduce(0, +))
+        XCTAssertGreaterThanOrEqual(share, 0.3)
+    }
+
+    /// The score predicts what holding a tensor at its published value does to a relearnt model:
+    /// the top-ranked tensor, put back, raises L_restricted − λ·L_permitted per parameter more than
+    /// the bottom-ranked one (measured, not first-order).
+    func testAttributionRanksByWhatHoldingATensorBackCosts() throws {
+        var g = PhiloxGenerator(seed: 4)
+        func images(_ labels: [Int]) -> LabeledImages {
+            LabeledImages(pixels: (0..<(labels.count * 784)).map { _ in UInt8(truncatingIfNeeded: g.nextUInt32() & 0x80 == 0 ? 0 : 255) },
+                          labels: labels, height: 28, width: 28)
+        }
+        let restricted = images([10, 11, 12, 10, 11, 12, 10, 11]), permitted = images([6, 7, 8, 9, 6, 7, 8, 9])
+        let published = try UNet2DModel(config: .mnistTiny, seed: 7), relearnt = try UNet2DModel(config: .mnistTiny, seed: 7)
+        var settings = GuardSelection.AttributionSettings()
+        settings.relearnSteps = 8; settings.batchSize = 4; settings.gradientBatches = 2; settings.learningRate = 1e-2
+        let mask = try GuardSelection.attributionMask(model: relearnt, published: published, restricted: restricted, permitted: permitted, settings: settings)
+        XCTAssertEqual(Set(mask.names), Set(published.namedParameters().map(\.name)))
+        XCTAssertEqual(mask.softMask.max(), 1); XCTAssertEqual(mask.softMask.min(), 0)
+
+        let schedule = NoiseSchedule()
+        func objective() -> Float {
+            GradientRecording.withoutRecording {
+                (0..<settings.gradientBatches).reduce(Float(0)) { sum, k in
+                    let stream = UInt64(1_000_000 + 2 * k)
+                    return sum + epsilonPredictionLoss(relearnt, data: restricted, schedule: schedule, batchSize: 4, seed: 0, stream: stream).scalar
+                        - epsilonPredictionLoss(relearnt, data: permitted, schedule: schedule, batchSize: 4, seed: 0, stream: stream + 1).scalar
+                }
+            }
+        }
+        func changePerParameter(restoring name: String) -> Float {
+            let parameter = relearnt.parameter(named: name)!, kept = parameter.value
+            let before = objective()
+            parameter.value = published.parameter(named: name)!.value
+            defer { parameter.value = kept }
+            return (objective() - before) / Float(kept.count)
+        }
+        let ranked = mask.rankedNames
+        let top = changePerParameter(restoring: ranked.first!), bottom = changePerParameter(restoring: ranked.last!)
+        XCTAssertGreaterThan(top, 0, "holding the top tensor back should cost the restricted objective")
+        XCTAssertGreaterThan(top, bottom)
     }
 }

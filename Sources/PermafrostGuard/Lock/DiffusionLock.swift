@@ -10,7 +10,9 @@ import PermafrostNN
 public struct DiffusionLockJob {
     /// The publisher's base folder (the guard's base).
     public var base: URL
-    public var manifest: GuardManifest
+    /// The guard whose frozen tensors are locked; nil locks every tensor with nothing enforced
+    /// (``LockSettings/enforced`` false: the `lock-only` baseline, published without a guard).
+    public var manifest: GuardManifest?
     public var guardProtocol: GuardProtocol
     public var settings: LockSettings
     public var batchSize = 16
@@ -21,7 +23,7 @@ public struct DiffusionLockJob {
     /// Receives `base/` (the locked diffusers folder), `guard.json`, `lock-checkpoint/` and `lock-log.jsonl`.
     public var output: URL
 
-    public init(base: URL, manifest: GuardManifest, guardProtocol: GuardProtocol, settings: LockSettings, output: URL) {
+    public init(base: URL, manifest: GuardManifest?, guardProtocol: GuardProtocol, settings: LockSettings, output: URL) {
         self.base = base; self.manifest = manifest; self.guardProtocol = guardProtocol; self.settings = settings; self.output = output
     }
 
@@ -29,16 +31,20 @@ public struct DiffusionLockJob {
     public var logURL: URL { output.appendingPathComponent("lock-log.jsonl") }
 
     /// Runs (or, with `resume`, continues) the lock and publishes the result; `started` learns the
-    /// step the lock starts from. Returns the locked guard, signed when `signingKey` is given.
+    /// step the lock starts from. Returns the locked guard, signed when `signingKey` is given (nil
+    /// without a guard).
+    @discardableResult
     public func run(data: ShippedData, resume: Bool, signingKey: Curve25519.Signing.PrivateKey?,
-                    started: (Int) -> Void = { _ in }, progress: (LockProgress) -> Void = { _ in }) throws -> GuardManifest {
+                    started: (Int) -> Void = { _ in }, progress: (LockProgress) -> Void = { _ in }) throws -> GuardManifest? {
         let model = try UNet2DModel(directory: base)
         if let problem = model.config.shippedDataProblem() { throw GuardLockError.incompatibleBase(problem) }
-        try manifest.verifyBase(UNet2DModel.weightsURL(base.path))
+        try manifest?.verifyBase(UNet2DModel.weightsURL(base.path))
         var settings = self.settings
         let (restricted, permitted, retain) = try guardProtocol.lockSets(data)
         settings.labelVariants = restricted.count
-        let lock = try GuardLock(model: model, frozen: Set(manifest.frozen), settings: settings)
+        settings.enforced = manifest != nil
+        let frozen = manifest.map { Set($0.frozen) } ?? Set(model.namedParameters().map(\.name))
+        let lock = try GuardLock(model: model, frozen: frozen, settings: settings)
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         if resume { try lock.resume(from: checkpoint) } else { try? FileManager.default.removeItem(at: logURL) }
         started(lock.step)
@@ -50,10 +56,14 @@ public struct DiffusionLockJob {
             log.append(p)
             progress(p)
         }
+        guard let manifest else {
+            try model.save(directory: output.appendingPathComponent("base"), metadata: ["permafrost.locked": "true", "permafrost.enforced": "false"])
+            return nil
+        }
         let fields = manifest.settings.merging(settings.dictionary) { $1 }
             .merging(["protocol": guardProtocol.name, "lock_retain": distillRetain ? "distillation" : "denoising",
                       "lock_retain_weighting": "\(retainWeighting)"]) { $1 }
-        let locked = try GuardManifest.publishLocked(model, frozen: Set(manifest.frozen), to: output.appendingPathComponent("base"),
+        let locked = try GuardManifest.publishLocked(model, frozen: frozen, to: output.appendingPathComponent("base"),
                                                      settings: fields, signingKey: signingKey)
         try locked.write(to: output.appendingPathComponent("guard.json"))
         return locked

@@ -71,6 +71,11 @@ public struct LockSettings: Codable, Sendable, Equatable {
     public var attackers = 0
     /// Total steps of a persistent attacker, drawn log-uniformly.
     public var attackHorizon = 5...300
+    /// The fine-tuning API enforces the locked tensors (the simulated attacks move only the others).
+    /// False is SOPHON's setting: nothing is enforced, the attacks move every tensor, and the lock's
+    /// gradient at the attacked weights is applied to the published ones (first-order MAML) — the
+    /// `lock-only` baseline that tells what enforcement adds.
+    public var enforced = true
 
     public init() {}
 
@@ -101,7 +106,7 @@ public struct LockSettings: Codable, Sendable, Equatable {
          "lock_restricted_only_share": "\(restrictedOnlyShare)", "lock_label_variants": "\(labelVariants)",
          "lock_suppression_cap": "\(suppressionCap)", "lock_permitted_weight": "\(permittedWeight)", "lock_retain_weight": "\(retainWeight)",
          "lock_seed": "\(seed)", "lock_retain_steps": "\(retainSteps)", "lock_attackers": "\(attackers)",
-         "lock_attack_horizon": "\(attackHorizon.lowerBound)-\(attackHorizon.upperBound)"]
+         "lock_attack_horizon": "\(attackHorizon.lowerBound)-\(attackHorizon.upperBound)", "lock_enforced": "\(enforced)"]
     }
 }
 
@@ -174,7 +179,10 @@ public final class GuardLock {
     public private(set) var step = 0
     private let outer: Adam
     private let reinforcement: Adam
+    /// What the simulated attacks train: the tensors outside F, or every tensor when nothing is enforced.
     private let others: Set<String>
+    /// What holds still while F's gradient is taken.
+    private let fixed: Set<String>
     private var attackers: [Attacker?]
 
     /// A simulated user who keeps training across outer steps: U's values and the optimizer's state.
@@ -199,7 +207,8 @@ public final class GuardLock {
         self.model = model
         self.frozen = frozen
         self.settings = settings
-        others = names.subtracting(frozen)
+        fixed = names.subtracting(frozen)
+        others = settings.enforced ? fixed : names
         outer = Adam(learningRate: settings.learningRate)
         reinforcement = Adam(learningRate: settings.learningRate)
         attackers = Array(repeating: nil, count: Swift.max(settings.attackers, 0))
@@ -273,9 +282,9 @@ public final class GuardLock {
                             restrictedLoss: restricted, permittedLoss: permitted, retainLoss: retain)
     }
 
-    /// Trains U (F frozen) for `steps` steps with `optimizer`.
+    /// Trains U (F frozen when enforced) for `steps` steps with `optimizer`.
     private func simulate(optimizer: Optimizer, steps: Int, stream: UInt64, loss: (UInt64) -> Tensor) throws {
-        try model.replaceFreezing(with: FreezePlan(frozen: frozen))
+        try model.replaceFreezing(with: FreezePlan(frozen: settings.enforced ? frozen : []))
         for k in 0..<steps {
             do { _ = try model.trainingStep(optimizer: optimizer, clipGradientNorm: 1) { loss(stream + UInt64(k)) } } catch TrainingError.nonFiniteLoss {
                 throw GuardLockError.nonFiniteLoss(step: step)
@@ -283,9 +292,9 @@ public final class GuardLock {
         }
     }
 
-    /// The loss and its gradients with respect to F (U frozen, as the attack left it).
+    /// The loss and its gradients with respect to F (the rest frozen, as the attack left it).
     private func gradientOfFrozen(_ loss: () -> Tensor) throws -> (Float, [String: Tensor]) {
-        try model.replaceFreezing(with: FreezePlan(frozen: others))
+        try model.replaceFreezing(with: FreezePlan(frozen: fixed))
         let (value, gradients) = model.valueAndGradient(loss)
         return (value.scalar, gradients)
     }
