@@ -47,6 +47,8 @@ final class AttackSuiteTests: XCTestCase {
                                       command: "test", digits: [0, 1], to: out)
         // Own digits once per target; standard and unused-slots once each (one seed), restricted and permitted each.
         XCTAssertEqual(report.results.filter { $0.attack == "none" }.map(\.method), ["full", "guard"])
+        XCTAssertEqual(report.masks?.keys.sorted(), ["guard"], "only a guarded method has a mask")
+        XCTAssertEqual(report.masks?["guard"]?.filter(\.frozen).map(\.name).sorted(), frozen.sorted())
         XCTAssertEqual(report.results.filter { $0.attack == "standard" && $0.domain != "permitted-alone" }.count, 2 * 2)
         // And a legitimate user's run of the standard configuration (permitted data alone) per target and seed.
         XCTAssertEqual(report.results.filter { $0.domain == "permitted-alone" }.map(\.method), ["full", "guard"])
@@ -119,7 +121,9 @@ final class AttackReportHTMLTests: XCTestCase {
         for (step, full, lock) in [(10, 0.05, 0.0), (50, 0.5, 0.02), (600, 0.95, 0.4)] {
             results += [cell("full", "curve", "restricted", full, steps: step), cell("guard-lock", "curve", "restricted", lock, steps: step)]
         }
-        return AttackReport(protocol: "far", command: "permafrost guard attack <test>", settings: [:], results: results, wall_seconds: 12)
+        var report = AttackReport(protocol: "far", command: "permafrost guard attack <test>", settings: [:], results: results, wall_seconds: 12)
+        report.masks = ["guard-lock": (0..<40).map { SVGPlot.MaskCell(name: "block.\($0).weight", parameters: $0 + 1, frozen: $0 % 3 == 0) }]
+        return report
     }
 
     func testPageHoldsTheTableGoalsAndLabelledCharts() throws {
@@ -131,7 +135,12 @@ final class AttackReportHTMLTests: XCTestCase {
             XCTAssertTrue(html.contains(text), text)
         }
         XCTAssertFalse(html.contains("<test>"), "user text is escaped")
-        XCTAssertEqual(html.components(separatedBy: "<svg ").count - 1, 3)
+        XCTAssertEqual(html.components(separatedBy: "<svg ").count - 1, 4)
+        // The mask: one square per tensor, its name and size on hover, frozen ones marked.
+        XCTAssertEqual(html.components(separatedBy: "class=\"tensor\"").count - 1, 40)
+        XCTAssertTrue(html.contains("<title>block.3.weight (4 parameters): frozen</title>"))
+        XCTAssertTrue(html.contains("<title>block.4.weight (5 parameters): trainable</title>"))
+        XCTAssertTrue(html.contains("Frozen tensors of guard-lock"))
     }
 
     func testChromiumRendersThePageWithItsLabels() throws {
@@ -158,7 +167,8 @@ final class AttackReportHTMLTests: XCTestCase {
         XCTAssertEqual(process.terminationStatus, 0, log)
         XCTAssertFalse(log.contains("Uncaught") || log.contains("CONSOLE"), log)
         for text in ["Recognition vs user steps (standard attack)", "user fine-tuning steps (log scale)", "permitted recognition (%), higher is better",
-                     "class=\"x-tick\"", "class=\"legend\"", "data:image/png;base64,", "full-standard-restricted-150, seed 1"] {
+                     "class=\"x-tick\"", "class=\"legend\"", "data:image/png;base64,", "full-standard-restricted-150, seed 1",
+                     "Frozen tensors of guard-lock", "block.39.weight (40 parameters)"] {
             XCTAssertTrue(dom.contains(text), "the rendered page lacks \(text)")
         }
     }

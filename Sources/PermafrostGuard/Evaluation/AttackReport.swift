@@ -10,6 +10,8 @@ public struct AttackReport: Codable, Sendable {
     public var results: [AttackResult]
     /// Wall time of everything measured so far (fine-tunes, scoring, curves), seconds.
     public var wall_seconds: Double
+    /// Each guarded method's frozen set, every tensor of its base in model order.
+    public var masks: [String: [SVGPlot.MaskCell]]?
 
     public init(protocol: String, command: String, settings: [String: String], results: [AttackResult] = [], wall_seconds: Double = 0) {
         self.protocol = `protocol`; self.command = command; self.settings = settings; self.results = results; self.wall_seconds = wall_seconds

@@ -46,6 +46,7 @@ extension AttackReport {
                                      yTicks: [0, 20, 40, 60, 80, 100], lines: false,
                                      region: SVGPlot.Region(x: 0...(0.3 * fullR * 100), y: (fullP * 100 - 5)...100, label: "goal"))
         }
+        let maskCharts = methods.compactMap { m in masks?[m].map { SVGPlot.maskGrid(title: "Frozen tensors of \(m)", cells: $0) } }
         var pictures: [String] = []
         if let grids, let files = try? FileManager.default.contentsOfDirectory(atPath: grids.path) {
             for file in files.sorted() where file.hasSuffix(".png") && (file.contains("-s1.png") || file.contains("-none-")) {
@@ -79,6 +80,7 @@ extension AttackReport {
         \(frontier)
         \(attackChart)
         \(curveChart)
+        \(maskCharts.isEmpty ? "" : "<h2>Masks</h2>\n" + maskCharts.joined(separator: "\n"))
         <h2>Samples</h2>
         \(pictures.joined(separator: "\n"))
         </body></html>

@@ -270,6 +270,13 @@ extension AttackSuite {
             report.wall_seconds += Date().timeIntervalSince(start)
             try report.write(to: directory)
         }
+        for target in targets where report.masks?[target.method] == nil {
+            guard let manifest = target.manifest else { continue }
+            let frozen = Set(manifest.frozen)
+            report.masks = (report.masks ?? [:]).merging([target.method: try UNet2DModel(directory: target.base).namedParameters().map {
+                SVGPlot.MaskCell(name: $0.name, parameters: $0.parameter.value.count, frozen: frozen.contains($0.name))
+            }]) { $1 }
+        }
         for target in targets where !report.contains(method: target.method, attack: "none", seed: 0) {
             try record { [try ownDigits(target, digits: digits)] }
             log(Self.line(report.results.last!))

@@ -72,4 +72,40 @@ public enum SVGPlot {
         svg.append("</svg>")
         return svg.joined(separator: "\n")
     }
+
+    /// One tensor of a mask chart.
+    public struct MaskCell: Codable, Sendable, Equatable {
+        public var name: String
+        public var parameters: Int
+        public var frozen: Bool
+        public init(name: String, parameters: Int, frozen: Bool) { self.name = name; self.parameters = parameters; self.frozen = frozen }
+    }
+
+    /// A guard's frozen set, one square per tensor in model order (rows of `columns`), dark when
+    /// frozen; hovering a square shows the tensor's name and size.
+    public static func maskGrid(title: String, cells: [MaskCell], columns: Int = 30) -> String {
+        let cell = 18.0, gap = 2.0, rows = (cells.count + columns - 1) / Swift.max(columns, 1)
+        let gridW = Double(columns) * (cell + gap), w = left + gridW + 20, h = top + Double(rows) * (cell + gap) + 50
+        let frozenShare = Double(cells.filter(\.frozen).reduce(0) { $0 + $1.parameters }) / Double(Swift.max(cells.reduce(0) { $0 + $1.parameters }, 1))
+        var svg = [String(format: "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"mask\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" font-family=\"sans-serif\" font-size=\"12\">", w, h, w, h),
+                   "<title>\(escaped(title))</title>",
+                   String(format: "<text class=\"plot-title\" x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">%@</text>", left + gridW / 2, escaped(title))]
+        for row in 0..<rows {
+            svg.append(String(format: "<text class=\"y-tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%d</text>", left - 6, top + Double(row) * (cell + gap) + 13, row * columns))
+        }
+        for (index, tensor) in cells.enumerated() {
+            let x = left + Double(index % columns) * (cell + gap), y = top + Double(index / columns) * (cell + gap)
+            svg.append(String(format: "<rect class=\"tensor\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"%@\"><title>%@ (%d parameters): %@</title></rect>",
+                              x, y, cell, cell, tensor.frozen ? "#1f3b73" : "#dde3ea", escaped(tensor.name), tensor.parameters, tensor.frozen ? "frozen" : "trainable"))
+        }
+        svg.append(String(format: "<text class=\"y-label\" transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">first tensor of the row</text>", top + Double(rows) * (cell + gap) / 2))
+        let legendY = top + Double(rows) * (cell + gap) + 22
+        svg.append(String(format: "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"12\" fill=\"#1f3b73\"/><text class=\"legend\" x=\"%.0f\" y=\"%.0f\">frozen (%.0f%% of parameters)</text>",
+                          left, legendY - 10, left + 16, legendY, frozenShare * 100))
+        svg.append(String(format: "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"12\" fill=\"#dde3ea\"/><text class=\"legend\" x=\"%.0f\" y=\"%.0f\">trainable</text>",
+                          left + 200, legendY - 10, left + 216, legendY))
+        svg.append(String(format: "<text class=\"x-label\" x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">tensors in model order (hover for names)</text>", left + gridW / 2, legendY + 20))
+        svg.append("</svg>")
+        return svg.joined(separator: "\n")
+    }
 }
