@@ -143,6 +143,27 @@ final class AttackReportHTMLTests: XCTestCase {
         XCTAssertTrue(html.contains("Frozen tensors of guard-lock"))
     }
 
+    /// `guard evaluate`'s page: the summary, a frontier with the goal region, the masks, every cell.
+    func testEvaluationPageHoldsTheSummaryFrontierAndMasks() throws {
+        func row(_ method: String, _ domain: String, _ rate: Double, target: Double?) -> String {
+            "{\"method\":\"\(method)\",\"domain\":\"\(domain)\",\"freeze_ratio\":0.4,\"freeze_ratio_params\":0.5,\"recognition_rate\":\(rate)"
+                + (target.map { ",\"target_ratio\":\($0)" } ?? "") + "}"
+        }
+        let json = "{\"protocol\":\"far\",\"command\":\"permafrost guard evaluate <x>\",\"settings\":{},\"results\":["
+            + [row("full", "restricted", 0.9, target: nil), row("full", "permitted-digits", 0.6, target: nil),
+               row("guard", "restricted", 0.8, target: 0.5), row("guard", "permitted-digits", 0.5, target: 0.5),
+               row("random", "restricted", 0.85, target: 0.5), row("random", "permitted-digits", 0.58, target: 0.5)].joined(separator: ",") + "]}"
+        let report = try JSONDecoder().decode(GuardReport.self, from: Data(json.utf8))
+        let html = report.html(masks: ["guard-50": [SVGPlot.MaskCell(name: "conv_in.weight", parameters: 288, frozen: true)]], grids: nil)
+        for text in ["Frontier: every method at every ratio", "class=\"goal-region\"", "restricted recognition (%), lower is better",
+                     "<title>conv_in.weight (288 parameters): frozen</title>", "Frozen tensors of guard-50", "<td>permitted-digits</td>",
+                     "&lt;x&gt;", "<th>restricted / full</th>"] {
+            XCTAssertTrue(html.contains(text), text)
+        }
+        // full, guard and random: one legend entry each.
+        XCTAssertEqual(html.components(separatedBy: "class=\"legend\"").count - 1, 3 + 2)
+    }
+
     func testChromiumRendersThePageWithItsLabels() throws {
         let candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
         guard let chromium = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
@@ -171,5 +192,39 @@ final class AttackReportHTMLTests: XCTestCase {
                      "Frozen tensors of guard-lock", "block.39.weight (40 parameters)"] {
             XCTAssertTrue(dom.contains(text), "the rendered page lacks \(text)")
         }
+    }
+}
+
+/// `permafrost demo`'s story on a tiny UNet: a signed guard, a locked base with its signed guard, the
+/// three methods attacked and scored, and a report page.
+final class GuardDemoTests: XCTestCase {
+    func testDemoPublishesAMaskAndALockAndAttacksAllThree() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let base = folder.appendingPathComponent("base"), classifierURL = folder.appendingPathComponent("classifier.safetensors")
+        try UNet2DModel(config: .mnistTiny, seed: 3).save(directory: base)
+        let classifier = ImageClassifier(classes: 14, seed: 1)
+        classifier.noneClass = 13
+        try classifier.save(to: classifierURL)
+        let output = folder.appendingPathComponent("out")
+        var demo = GuardDemo(base: base, classifier: classifierURL, output: output, data: try ShippedData.locate(nil), ratio: 0.5,
+                             userSteps: 2, guardSteps: 2, lockSteps: 2, perClass: 1)
+        demo.batchSize = 2
+        var lines: [String] = [], lockSteps: [Int] = []
+        let report = try demo.run(command: "permafrost demo", log: { lines.append($0) }, guardProgress: { _ in }) { lockSteps.append($0.step) }
+        XCTAssertEqual(lockSteps, [1, 2])
+        XCTAssertEqual(Set(report.results.map(\.method)), ["full", "guard", "guard-lock"])
+        XCTAssertEqual(Set(report.results.map(\.domain)), ["own-digits", "restricted", "permitted", "permitted-alone"])
+        XCTAssertTrue(lines.contains { $0.contains("bit-identical after fine-tuning") }, lines.joined(separator: "\n"))
+        let publicKey = try GuardKeys.publicKey(from: output.appendingPathComponent("publisher.pub"))
+        let mask = try GuardManifest.load(from: output.appendingPathComponent("guard.json"))
+        let locked = try GuardManifest.load(from: output.appendingPathComponent("locked/guard.json"))
+        XCTAssertNoThrow(try mask.verifySignature(trustedKey: publicKey))
+        XCTAssertNoThrow(try locked.verifySignature(trustedKey: publicKey))
+        XCTAssertEqual(mask.frozen, locked.frozen)
+        XCTAssertNoThrow(try locked.verifyBase(output.appendingPathComponent("locked/base").appendingPathComponent(UNet2DModel.weightsFileName)))
+        XCTAssertNotEqual(mask.frozenSHA256, locked.frozenSHA256, "the lock changed the guarded values")
+        let html = try String(contentsOf: output.appendingPathComponent("report.html"), encoding: .utf8)
+        XCTAssertTrue(html.contains("Frozen tensors of guard-lock"))
     }
 }

@@ -47,43 +47,19 @@ extension AttackReport {
                                      region: SVGPlot.Region(x: 0...(0.3 * fullR * 100), y: (fullP * 100 - 5)...100, label: "goal"))
         }
         let maskCharts = methods.compactMap { m in masks?[m].map { SVGPlot.maskGrid(title: "Frozen tensors of \(m)", cells: $0) } }
-        var pictures: [String] = []
-        if let grids, let files = try? FileManager.default.contentsOfDirectory(atPath: grids.path) {
-            for file in files.sorted() where file.hasSuffix(".png") && (file.contains("-s1.png") || file.contains("-none-")) {
-                guard let data = try? Data(contentsOf: grids.appendingPathComponent(file)) else { continue }
-                let caption = file.dropFirst("grid-".count).dropLast(".png".count).replacingOccurrences(of: "-s1", with: ", seed 1")
-                pictures.append("<figure><img alt=\"\(SVGPlot.escaped(caption))\" src=\"data:image/png;base64,\(data.base64EncodedString())\"><figcaption>\(SVGPlot.escaped(caption)): rows are class slots, 10 samples each</figcaption></figure>")
-            }
-        }
-        let tableRows = table.split(separator: "\n").enumerated().compactMap { index, line -> String? in
-            guard index != 1 else { return nil }
-            let cells = line.split(separator: "|").map { SVGPlot.escaped($0.trimmingCharacters(in: .whitespaces)) }
-            let tag = index == 0 ? "th" : "td"
-            return "<tr>" + cells.map { "<\(tag)>\($0)</\(tag)>" }.joined() + "</tr>"
+        let pictures = HTMLPage.figures(in: grids, include: { $0.contains("-s1.png") || $0.contains("-none-") }) { file in
+            file.dropFirst("grid-".count).dropLast(".png".count).replacingOccurrences(of: "-s1", with: ", seed 1") + ": rows are class slots, 10 samples each"
         }
         let goals = goalLines.map { line in
             "<li class=\"\(line.hasSuffix("NOT met") ? "unmet" : line.hasSuffix("met") ? "met" : "missing")\">\(SVGPlot.escaped(line))</li>"
         }
-        return """
-        <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>Attack suite, \(`protocol`) protocol</title>
-        <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}table{border-collapse:collapse}\
-        td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}li.met{color:#1a7f37}li.unmet{color:#b3261e}\
-        li.missing{color:#777}figure{display:inline-block;margin:8px}figure img{image-rendering:pixelated;width:320px}code{background:#f4f4f4}</style></head>
-        <body>
-        <h1>Attack suite, \(SVGPlot.escaped(`protocol`)) protocol</h1>
-        <p>Command: <code>\(SVGPlot.escaped(command))</code>. Wall time \(String(format: "%.0f", wall_seconds)) s. Restricted recognition after each \
-        attack (permitted in brackets), means over seeds, scored by a classifier with a "none of these" class.</p>
-        <table>\(tableRows.joined(separator: "\n"))</table>
-        <h2>Goal</h2><ul>\(goals.joined(separator: "\n"))</ul>
-        <h2>Charts</h2>
-        \(frontier)
-        \(attackChart)
-        \(curveChart)
-        \(maskCharts.isEmpty ? "" : "<h2>Masks</h2>\n" + maskCharts.joined(separator: "\n"))
-        <h2>Samples</h2>
-        \(pictures.joined(separator: "\n"))
-        </body></html>
-        """
+        return HTMLPage.page(title: "Attack suite, \(`protocol`) protocol", body: [
+            "<p>Command: <code>\(SVGPlot.escaped(command))</code>. Wall time \(String(format: "%.0f", wall_seconds)) s. Restricted recognition after each "
+                + "attack (permitted in brackets), means over seeds, scored by a classifier with a \"none of these\" class.</p>",
+            HTMLPage.table(markdown: table), "<h2>Goal</h2><ul>\(goals.joined(separator: "\n"))</ul>",
+            "<h2>Charts</h2>", frontier, attackChart, curveChart,
+            maskCharts.isEmpty ? "" : "<h2>Masks</h2>\n" + maskCharts.joined(separator: "\n"),
+            "<h2>Samples</h2>", pictures.joined(separator: "\n"),
+        ])
     }
 }

@@ -48,7 +48,7 @@ public func goalSummary(_ results: [GuardResult]) -> String {
     """
 }
 
-/// Writes report.json, report.md, the frontier plot and comparison grids of an evaluation.
+/// Writes report.json, report.md, report.html, the frontier plot and comparison grids of an evaluation.
 public func writeEvaluationOutputs(_ evaluation: GuardEvaluation, results: [GuardResult], protocolName: String, command: String,
                             settings: [String: String], to out: URL) throws {
     try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
@@ -103,4 +103,15 @@ public func writeEvaluationOutputs(_ evaluation: GuardEvaluation, results: [Guar
         for c in 0..<classes { picked.append(images.slice(alongAxis: 0, from: c * perClass, to: c * perClass + min(8, perClass))) }
         try ImageGrid.write(Tensor.concatenate(picked, alongAxis: 0), columns: min(8, perClass), to: out.appendingPathComponent(name))
     }
+
+    // The page: every guard the evaluation saved beside the report, as a mask over the base's tensors.
+    var masks: [String: [SVGPlot.MaskCell]] = [:]
+    for file in (try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? [] where file.hasPrefix("guard-") && file.hasSuffix(".json") {
+        guard let manifest = try? GuardManifest.load(from: out.appendingPathComponent(file)) else { continue }
+        let frozen = Set(manifest.frozen)
+        masks[String(file.dropLast(".json".count))] = evaluation.base.namedParameters().map {
+            SVGPlot.MaskCell(name: $0.name, parameters: $0.parameter.value.count, frozen: frozen.contains($0.name))
+        }
+    }
+    try AtomicFile.write(Data(report.html(masks: masks, grids: out).utf8), to: out.appendingPathComponent("report.html"))
 }

@@ -2,10 +2,13 @@ import Foundation
 import PermafrostIO
 import PermafrostModels
 
-/// The whole guard story at a small scale (`permafrost demo`): a publisher makes a key pair, learns,
-/// signs and verifies a guard for the far protocol; users fine-tune with and without it and with a
-/// random mask of the same size; the samples are scored; the user's own guarded fine-tune (signed
-/// guard, pinned key) proves every guarded tensor unchanged; the report lands in `output`.
+/// The whole guard story at a small scale (`permafrost demo`), in three steps a publisher takes: a
+/// mask (learn, sign and verify a guard for the far protocol), a lock (the guarded tensors' values
+/// meta-learnt against relearning, signed again), and the users: the `standard` attack (restricted
+/// and permitted data) and a legitimate user's run (permitted data alone) against full fine-tuning,
+/// the mask-only guard and the locked guard, scored by the classifier with a "none of these" class.
+/// The user's own guarded fine-tune (signed guard, pinned key) proves every locked tensor unchanged;
+/// report.json, report.md and report.html land in `output`.
 public struct GuardDemo {
     public var base: URL
     public var classifier: URL
@@ -14,65 +17,72 @@ public struct GuardDemo {
     public var ratio: Double
     public var userSteps: Int
     public var guardSteps: Int
+    public var lockSteps: Int
     public var perClass: Int
+    /// Batch size of the guard learner, the lock and every user run.
+    public var batchSize = 16
 
-    public init(base: URL, classifier: URL, output: URL, data: ShippedData, ratio: Double, userSteps: Int, guardSteps: Int, perClass: Int) {
+    public init(base: URL, classifier: URL, output: URL, data: ShippedData, ratio: Double, userSteps: Int, guardSteps: Int, lockSteps: Int, perClass: Int) {
         self.base = base; self.classifier = classifier; self.output = output; self.data = data
-        self.ratio = ratio; self.userSteps = userSteps; self.guardSteps = guardSteps; self.perClass = perClass
+        self.ratio = ratio; self.userSteps = userSteps; self.guardSteps = guardSteps; self.lockSteps = lockSteps; self.perClass = perClass
     }
 
-    /// The demo's scale: one ratio, one random seed, batch 16, 20 DDIM steps.
-    public var scale: EvaluationScale {
-        var scale = EvaluationScale()
-        scale.ratios = [ratio]; scale.randomSeeds = 1; scale.userSteps = userSteps; scale.userBatch = 16
-        scale.guardSteps = guardSteps; scale.perClass = perClass; scale.ddimSteps = 20
-        scale.methods = ["none", "full", "guard", "random"]
-        return scale
-    }
-
-    /// Runs every step, logging each, and writes the outputs; returns the measured cells.
-    public func run(log: @escaping (String) -> Void, guardProgress: @escaping (Double, GuardProgress) -> Void) throws -> [GuardResult] {
-        log("1/5 base: \(base.path)")
+    /// Runs every step, logging each, and writes the outputs; returns the attack report.
+    public func run(command: String, log: @escaping (String) -> Void, guardProgress: (GuardProgress) -> Void,
+                    lockStarted: (Int) -> Void = { _ in }, lockProgress: (LockProgress) -> Void) throws -> AttackReport {
+        guard let far = GuardProtocol.named("far") else { preconditionFailure("the far protocol is built in") }
         let baseModel = try UNet2DModel(directory: base)
         let weights = base.appendingPathComponent(UNet2DModel.weightsFileName)
-        let digest = try sha256Hex(of: weights)
-        let judge = try ImageClassifier.load(from: classifier)
-
-        log("2/5 publisher: key pair and guard learning (far protocol, \(Int(ratio * 100))% of parameters)")
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         let privateKeyURL = output.appendingPathComponent("publisher.key"), publicKeyURL = output.appendingPathComponent("publisher.pub")
         _ = try GuardKeys.generate(privateKeyURL: privateKeyURL, publicKeyURL: publicKeyURL)
-        let scale = self.scale
-        guard let far = GuardProtocol.named("far") else { preconditionFailure("the far protocol is built in") }
-        let evaluation = GuardEvaluation(spec: far, base: baseModel, baseDigest: digest, classifier: judge, scale: scale, data: data,
-                                         log: log, guardProgress: guardProgress)
         let key = try GuardKeys.privateKey(from: privateKeyURL), trustedKey = try GuardKeys.publicKey(from: publicKeyURL)
-        var guardManifest: GuardManifest?
-        log("3/5 user fine-tuning with and without the guard, then sampling and scoring")
-        let results = try evaluation.run { _, mask, frozen in
-            var manifest = try GuardManifest(model: baseModel, frozen: frozen, baseSHA256: digest,
-                                             settings: ["protocol": "far", "target_ratio_params": "\(ratio)", "steps": "\(guardSteps)"])
-            try manifest.sign(with: key)
-            try manifest.verifySignature(trustedKey: trustedKey)
-            try manifest.verifyBase(weights)
-            try manifest.write(to: output.appendingPathComponent("guard.json"))
-            try Plot.bars(mask.softMask, to: output.appendingPathComponent("mask.png"))
-            guardManifest = manifest
-            log(String(format: "  guard: %d tensors (%.0f%% of parameters), signed and verified → guard.json", manifest.frozen.count, manifest.freezeRatioParameters * 100))
-        }
-        log("4/5 enforcement check: the user's guarded fine-tune (signed guard, pinned key) keeps every guarded tensor bit-identical")
-        if let manifest = guardManifest {
-            let run = try GuardedFineTune(base: try GuardedFineTune.Base(directory: base), guard: manifest, trustedPublisherKey: trustedKey,
-                                          data: try evaluation.domains()[0].train,
-                                          settings: FineTuneSettings(steps: userSteps, batchSize: scale.userBatch, learningRate: scale.userLearningRate, seed: 3))
-            let report = try run.run()
-            log(report.guardedTensorsBitIdentical == true ? "  all \(report.guardedTensors.count) guarded tensors bit-identical after fine-tuning"
-                                                           : "  VIOLATION: \(report.changedGuardedTensors)")
-        }
-        log("5/5 report")
-        try writeEvaluationOutputs(evaluation, results: results, protocolName: "far (demo scale)", command: "permafrost demo --output \(output.relativePath)",
-                                   settings: scale.reportSettings, to: output)
-        return results
+
+        log("1/5 publisher, mask: a guard for the far protocol (\(Int(ratio * 100))% of parameters), signed and verified")
+        var settings = GuardSettings()
+        settings.freezeRatio = Float(ratio); settings.weightByParameters = true; settings.steps = guardSteps
+        let (restricted, permitted) = try far.learningSets(data)
+        let mask = GuardLearner.learnDiffusionGuard(model: baseModel, restricted: restricted, permitted: permitted, settings: settings, batchSize: batchSize,
+                                                    progress: guardProgress)
+        let sizes = Dictionary(uniqueKeysWithValues: baseModel.namedParameters().map { ($0.name, $0.parameter.value.count) })
+        var guardManifest = try GuardManifest(model: baseModel, frozen: mask.frozen(ratio: ratio, sizes: sizes), baseSHA256: try sha256Hex(of: weights),
+                                              settings: settings.dictionary.merging(["protocol": "far"]) { $1 })
+        try guardManifest.sign(with: key)
+        try guardManifest.verifySignature(trustedKey: trustedKey)
+        try guardManifest.verifyBase(weights)
+        try guardManifest.write(to: output.appendingPathComponent("guard.json"))
+        log(String(format: "  guard: %d tensors (%.0f%% of parameters) → guard.json", guardManifest.frozen.count, guardManifest.freezeRatioParameters * 100))
+
+        log("2/5 publisher, lock: the guarded tensors' values meta-learnt against relearning (\(lockSteps) steps)")
+        var lockSettings = LockSettings()
+        lockSettings.steps = lockSteps; lockSettings.permittedWeight = 2; lockSettings.retainWeight = 10
+        let lockFolder = output.appendingPathComponent("locked")
+        var job = DiffusionLockJob(base: base, manifest: guardManifest, guardProtocol: far, settings: lockSettings, output: lockFolder)
+        job.batchSize = batchSize
+        guard let locked = try job.run(data: data, resume: false, signingKey: key, started: lockStarted, progress: lockProgress) else { preconditionFailure("a guard was given") }
+        try locked.verifySignature(trustedKey: trustedKey)
+        log("  locked base → locked/base, its signed guard → locked/guard.json")
+
+        log("3/5 users: the standard attack (\(userSteps) steps) and a legitimate user's run against full fine-tuning, the mask and the lock")
+        let suite = AttackSuite(spec: far, data: data, classifier: try ImageClassifier.load(from: classifier))
+        suite.perClass = perClass; suite.pictures = output.appendingPathComponent("grids")
+        var attack = NamedAttack.standard
+        attack.steps = userSteps; attack.batchSize = batchSize
+        let targets = [AttackSuite.Target(method: "full", base: base, manifest: nil), AttackSuite.Target(method: "guard", base: base, manifest: guardManifest),
+                       AttackSuite.Target(method: "guard-lock", base: lockFolder.appendingPathComponent("base"), manifest: locked)]
+        try? FileManager.default.removeItem(at: output.appendingPathComponent("report.json"))
+        let report = try suite.runAll(targets: targets, attacks: [attack], seeds: 1, scratch: nil, curve: [], command: command,
+                                      digits: Array(GuardProtocol.baseDigits).sorted(), to: output) { log("  " + $0) }
+
+        log("4/5 enforcement: the user's guarded fine-tune (signed locked guard, pinned key) keeps every locked tensor bit-identical")
+        let run = try GuardedFineTune(base: try GuardedFineTune.Base(directory: lockFolder.appendingPathComponent("base")), guard: locked,
+                                      trustedPublisherKey: trustedKey, data: GuardProtocol.half(try far.restricted(data), publisher: false),
+                                      settings: FineTuneSettings(steps: Swift.min(20, userSteps), batchSize: batchSize, seed: 3))
+        let check = try run.run()
+        log(check.guardedTensorsBitIdentical == true ? "  all \(check.guardedTensors.count) locked tensors bit-identical after fine-tuning"
+                                                      : "  VIOLATION: \(check.changedGuardedTensors)")
+        log("5/5 report → report.html, report.md, report.json, grids/")
+        return report
     }
 }
 
@@ -85,9 +95,9 @@ extension GuardDemo {
         guard FileManager.default.fileExists(atPath: baseURL.appendingPathComponent("config.json").path) else {
             throw DatasetError.notFound("no base model at \(baseURL.path): train one with `permafrost pretrain --digits 0-5 --output \(baseURL.path)` or pass --base")
         }
-        let classifierURL = URL(fileURLWithPath: classifier ?? models.appendingPathComponent("classifier.safetensors").path)
+        let classifierURL = URL(fileURLWithPath: classifier ?? models.appendingPathComponent("classifier-with-none.safetensors").path)
         guard FileManager.default.fileExists(atPath: classifierURL.path) else {
-            throw DatasetError.notFound("no classifier at \(classifierURL.path): train one with `permafrost classifier train --fashion 1,7,8 --output \(classifierURL.path)`")
+            throw DatasetError.notFound("no classifier at \(classifierURL.path): train one with `permafrost classifier train --fashion 1,7,8 --none-class --output \(classifierURL.path)`")
         }
         return (baseURL, classifierURL)
     }
