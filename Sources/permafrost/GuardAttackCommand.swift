@@ -23,6 +23,7 @@ extension GuardCommand {
         @Option(help: "Classifier (one with a \"none of these\" class scores noise as nothing).") var classifier: String = "Models/classifier-with-none.safetensors"
         @Option(help: "Samples per class (≥ 200 in the protocol).") var perClass: Int = 200
         @Option(help: "Output folder.") var output: String
+        @Option(help: "Take the cells of unguarded methods (full, lock-only, scratch) from this report.json instead of measuring them again.") var reuse: String?
         @OptionGroup var dataOptions: DataOptions
         @OptionGroup var engine: EngineOptions
 
@@ -33,7 +34,7 @@ extension GuardCommand {
             suite.perClass = perClass; suite.pictures = URL(fileURLWithPath: output).appendingPathComponent("grids")
             let report = try suite.runAll(targets: targets, attacks: named, seeds: seeds, scratch: scratch ? targets.first.map { AttackSuite.Target(method: "scratch", base: $0.base, manifest: nil, fromScratch: true) } : nil,
                                           curve: try parsePositive(curve, name: "--curve"), command: "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " "),
-                                          digits: Array(0...5), to: URL(fileURLWithPath: output)) { note($0) }
+                                          digits: Array(0...5), to: URL(fileURLWithPath: output), reusing: try reuse.map { try AttackReport.load(from: URL(fileURLWithPath: $0)) }) { note($0) }
             print(report.markdown)
         }
     }

@@ -13,8 +13,7 @@ struct Permafrost: AsyncParsableCommand {
 
 /// Options every compute-heavy command accepts.
 struct EngineOptions: ParsableArguments {
-    @Option(name: .long, help: "Threads for kernels and BLAS (default: PERMAFROST_THREADS or the number of cores).")
-    var threads: Int?
+    @Option(name: .long, help: "Threads for kernels and BLAS (default: PERMAFROST_THREADS or the number of cores).") var threads: Int?
 
     func apply() throws {
         if let threads {

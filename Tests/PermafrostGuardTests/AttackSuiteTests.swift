@@ -67,6 +67,17 @@ final class AttackSuiteTests: XCTestCase {
         XCTAssertEqual(again.results, report.results)
         XCTAssertEqual(try AttackReport.load(from: out.appendingPathComponent("report.json")).results, report.results)
 
+        // Another ratio's report starts with the unguarded method's cells, which no ratio changes.
+        let reused = try suite.runAll(targets: [targets[0]], attacks: [attack, unused], seeds: 1, scratch: nil, curve: [], command: "test",
+                                      digits: [0, 1], to: folder.appendingPathComponent("other-ratio"), reusing: report)
+        XCTAssertEqual(reused.results, report.results.filter { $0.method == "full" })
+        var otherScoring = report
+        otherScoring.settings["per_class"] = "200"
+        XCTAssertThrowsError(try suite.runAll(targets: targets, attacks: [attack], seeds: 1, scratch: nil, curve: [], command: "test", digits: [0, 1],
+                                              to: folder.appendingPathComponent("refused"), reusing: otherScoring)) {
+            guard case AttackSuiteError.incompatibleReuse = $0 else { return XCTFail("\($0)") }
+        }
+
         // A curve: the standard attack run anew for each step count, restricted domain only.
         // A point whose run is already measured (here: standard at 3 steps, seed 1 — `attack`) is taken from it.
         let curved = try suite.runAll(targets: [targets[1]], attacks: [attack], seeds: 1, scratch: nil, curve: [1, 3], command: "test", digits: [0, 1], to: out)

@@ -79,9 +79,11 @@ public struct NamedAttack: Sendable, Codable, Equatable {
 public enum AttackSuiteError: Error, CustomStringConvertible, Equatable {
     case unknownAttack(String)
     case unreadableTarget(String)
+    case incompatibleReuse(String)
     public var description: String {
         switch self {
         case let .unknownAttack(name): return "unknown attack '\(name)'; the suite has \(NamedAttack.names.joined(separator: ", "))"
+        case let .incompatibleReuse(reason): return "cannot reuse the cells of that report: \(reason)"
         case let .unreadableTarget(text): return "cannot read the model under attack '\(text)': use NAME=BASE or NAME=BASE:GUARD.json"
         }
     }
@@ -140,6 +142,8 @@ public final class AttackSuite {
     public let data: ShippedData
     public let classifier: ImageClassifier
     public var perClass = 200
+    /// The methods whose recognition-vs-steps curve is measured (the protocol's: full, mask-only, locked).
+    public var curveMethods: Set<String> = ["full", "guard", "guard-lock"]
     public var samplingSteps = 6
     public var eta: Float = 1
     /// Sample grids (`grid-METHOD-ATTACK-DOMAIN-sSEED.png`) go here when set.
@@ -256,14 +260,28 @@ extension AttackSuite {
     /// `curve`: the `standard` attack run anew for each number of steps (so each point has its own
     /// schedule, as a user who stopped there would), recorded as attack `curve`. Cells already in
     /// `directory`'s report.json are kept, not rerun; the report is rewritten after every cell.
+    ///
+    /// `reusing`: a report of the same protocol and scoring (e.g. at another freeze ratio) whose cells of
+    /// the unguarded targets and the scratch floor — which no ratio changes — a new report starts with.
     public func runAll(targets: [Target], attacks: [NamedAttack], seeds: Int, scratch: Target?, curve: [Int],
-                       command: String, digits: [Int], to directory: URL, log: (String) -> Void = { _ in }) throws -> AttackReport {
+                       command: String, digits: [Int], to directory: URL, reusing: AttackReport? = nil, log: (String) -> Void = { _ in }) throws -> AttackReport {
         let url = directory.appendingPathComponent("report.json")
-        var report = FileManager.default.fileExists(atPath: url.path) ? try AttackReport.load(from: url)
-            : AttackReport(protocol: spec.name, command: command,
-                           settings: ["per_class": "\(perClass)", "ddim_steps": "\(samplingSteps)", "eta": "\(eta)",
-                                      "classifier_none_class": classifier.noneClass.map(String.init) ?? "none",
-                                      "attacks": attacks.map(\.name).joined(separator: ",")])
+        var report: AttackReport
+        if FileManager.default.fileExists(atPath: url.path) {
+            report = try AttackReport.load(from: url)
+        } else {
+            report = AttackReport(protocol: spec.name, command: command,
+                                  settings: ["per_class": "\(perClass)", "ddim_steps": "\(samplingSteps)", "eta": "\(eta)",
+                                             "classifier_none_class": classifier.noneClass.map(String.init) ?? "none",
+                                             "attacks": attacks.map(\.name).joined(separator: ",")])
+            if let reusing {
+                guard reusing.protocol == report.protocol, ["per_class", "ddim_steps", "eta", "classifier_none_class"].allSatisfy({ reusing.settings[$0] == report.settings[$0] }) else {
+                    throw AttackSuiteError.incompatibleReuse("it was measured under another protocol or scoring (\(reusing.settings))")
+                }
+                let unguarded = Set(targets.filter { $0.manifest == nil }.map(\.method) + (scratch.map { [$0.method] } ?? []))
+                report.results = reusing.results.filter { unguarded.contains($0.method) }
+            }
+        }
         func record(_ body: () throws -> [AttackResult]) throws {
             let start = Date()
             report.results += try body()
@@ -301,7 +319,7 @@ extension AttackSuite {
                 }
             }
         }
-        for target in targets + (scratch.map { [$0] } ?? []) {
+        for target in (targets + (scratch.map { [$0] } ?? [])).filter({ curveMethods.contains($0.method) }) {
             for steps in curve where !report.results.contains(where: { $0.method == target.method && $0.attack == "curve" && $0.steps == steps }) {
                 var point = NamedAttack.standard
                 point.name = "curve"; point.steps = steps
