@@ -37,7 +37,7 @@ struct Demo: ParsableCommand {
         let guardBar = ProgressBar(total: guardSteps, label: "guard"); var lockBar: ProgressBar?
         let report = try demo.run(command: "permafrost demo --output \(output)", log: { note($0) }, guardProgress: { guardBar.update($0.step) },
                                   lockStarted: { lockBar = ProgressBar(total: lockSteps, label: "lock", initial: $0) }) { lockBar?.update($0.step) }
-        print(report.markdown)
+        print(report.table + "\n\n" + report.goalLines.filter { !$0.hasSuffix("not measured") }.map { "- " + $0 }.joined(separator: "\n"))
         print("\nfinished in \(ProgressBar.clock(Date().timeIntervalSince(started))); open \(out.appendingPathComponent("report.html").path)")
     }
 }
