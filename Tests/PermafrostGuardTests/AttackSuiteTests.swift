@@ -116,6 +116,17 @@ final class AttackSuiteTests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.hasPrefix("sgd,") && $0.hasSuffix("uninformative: full fine-tuning itself learns under 50%") })
         XCTAssertTrue(lines.contains { $0.hasPrefix("locked base") && $0.contains("-7.0 points") && $0.hasSuffix("NOT met") })
         XCTAssertTrue(report.table.contains("| guard-lock | 90.0% | — | 20.0% (58.0%) | 60.0% |"), report.table)
+
+        // Another locked selection gets its own lines, only for what was measured of it.
+        var both = report
+        both.results += [cell("attribution-lock", "standard", "restricted", 0.04), cell("attribution-lock", "none", "own-digits", 0.96)]
+        let more = both.goalLines
+        XCTAssertEqual(Array(more.prefix(lines.count - 1)), Array(lines.dropLast()), "guard-lock's lines come first, unchanged")
+        XCTAssertTrue(more.contains { $0.hasPrefix("standard, restricted ≤ 0.3× full: attribution-lock 4.0%") && $0.hasSuffix("— met") })
+        XCTAssertTrue(more.contains { $0.hasPrefix("locked base") && $0.contains("attribution-lock 96.0%") && $0.hasSuffix("— met") })
+        XCTAssertFalse(more.contains { $0.hasPrefix("long,") && $0.contains("attribution-lock") }, "an unmeasured attack of another lock is left out")
+        XCTAssertTrue(more.last!.hasPrefix("floor (scratch, standard)"))
+        XCTAssertTrue(both.table.contains("| attribution-lock | 96.0% |"), both.table)
     }
 }
 
@@ -151,7 +162,7 @@ final class AttackReportHTMLTests: XCTestCase {
         XCTAssertEqual(html.components(separatedBy: "class=\"tensor\"").count - 1, 40)
         XCTAssertTrue(html.contains("<title>block.3.weight (4 parameters): frozen</title>"))
         XCTAssertTrue(html.contains("<title>block.4.weight (5 parameters): trainable</title>"))
-        XCTAssertTrue(html.contains("Frozen tensors of guard-lock"))
+        XCTAssertTrue(html.contains("Frozen tensors of attribution-lock"))
     }
 
     /// `guard evaluate`'s page: the summary, a frontier with the goal region, the masks, every cell.
@@ -224,7 +235,7 @@ final class GuardDemoTests: XCTestCase {
         var lines: [String] = [], lockSteps: [Int] = []
         let report = try demo.run(command: "permafrost demo", log: { lines.append($0) }, guardProgress: { _ in }) { lockSteps.append($0.step) }
         XCTAssertEqual(lockSteps, [1, 2])
-        XCTAssertEqual(Set(report.results.map(\.method)), ["full", "guard", "guard-lock"])
+        XCTAssertEqual(Set(report.results.map(\.method)), ["full", "guard", "attribution-lock"], "the attribution selection, locked")
         XCTAssertEqual(Set(report.results.map(\.domain)), ["own-digits", "restricted", "permitted", "permitted-alone"])
         XCTAssertTrue(lines.contains { $0.contains("bit-identical after fine-tuning") }, lines.joined(separator: "\n"))
         let publicKey = try GuardKeys.publicKey(from: output.appendingPathComponent("publisher.pub"))
@@ -232,10 +243,12 @@ final class GuardDemoTests: XCTestCase {
         let locked = try GuardManifest.load(from: output.appendingPathComponent("locked/guard.json"))
         XCTAssertNoThrow(try mask.verifySignature(trustedKey: publicKey))
         XCTAssertNoThrow(try locked.verifySignature(trustedKey: publicKey))
-        XCTAssertEqual(mask.frozen, locked.frozen)
+        XCTAssertEqual(locked.settings["selection"], "attribution")
+        XCTAssertEqual(locked.freezeRatioParameters, mask.freezeRatioParameters, accuracy: 0.1, "the same ratio")
         XCTAssertNoThrow(try locked.verifyBase(output.appendingPathComponent("locked/base").appendingPathComponent(UNet2DModel.weightsFileName)))
-        XCTAssertNotEqual(mask.frozenSHA256, locked.frozenSHA256, "the lock changed the guarded values")
+        let published = Dictionary(uniqueKeysWithValues: try UNet2DModel(directory: base).namedParameters().map { ($0.name, tensorDigest($0.parameter.value)) })
+        XCTAssertTrue(locked.frozen.allSatisfy { locked.frozenSHA256[$0] != published[$0] }, "the lock changed every locked value")
         let html = try String(contentsOf: output.appendingPathComponent("report.html"), encoding: .utf8)
-        XCTAssertTrue(html.contains("Frozen tensors of guard-lock"))
+        XCTAssertTrue(html.contains("Frozen tensors of attribution-lock"))
     }
 }

@@ -40,7 +40,7 @@ public struct AttackReport: Codable, Sendable {
 
     /// Restricted (permitted) recognition per method and attack, as a Markdown table.
     public var table: String {
-        let methods = ["full", "guard", "random", "random-lock", "lock-only", "guard-lock", "scratch"].filter { m in results.contains { $0.method == m } }
+        let methods = Self.methodOrder.filter { m in results.contains { $0.method == m } }
         let attacks = NamedAttack.names.filter { a in results.contains { $0.attack == a } }
         func cell(_ m: String, _ a: String) -> String {
             guard let r = mean(m, a, "restricted") else { return "—" }
@@ -56,31 +56,49 @@ public struct AttackReport: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 
-    /// The locked guard's goal lines, each with its numbers and whether it is met.
+    /// The methods a report can hold, in reading order: the unguarded base, each selection alone and
+    /// locked, the lock with nothing enforced, and the floor.
+    public static let methodOrder = ["full", "guard", "random", "random-lock", "attribution", "attribution-lock", "lock-only", "guard-lock", "scratch"]
+
+    /// The locked methods whose goal lines a report checks: `guard-lock` always (its lines say "not
+    /// measured" until it is), the others where measured.
+    public var lockedMethods: [String] {
+        ["guard-lock"] + ["attribution-lock", "random-lock", "lock-only"].filter { m in results.contains { $0.method == m } }
+    }
+
+    /// Every locked method's goal lines, each with its numbers and whether it is met.
     public var goalLines: [String] {
-        func pct(_ v: Double?) -> String { v.map { String(format: "%.1f%%", $0 * 100) } ?? "not measured" }
+        lockedMethods.flatMap(goalLines(for:)) + ["floor (scratch, standard): restricted \(percent(mean("scratch", "standard", "restricted")))"]
+    }
+
+    func percent(_ v: Double?) -> String { v.map { String(format: "%.1f%%", $0 * 100) } ?? "not measured" }
+
+    /// The goal lines of one locked method against full fine-tuning and the mask-only guard.
+    public func goalLines(for lock: String) -> [String] {
+        let pct = percent
         func verdict(_ ok: Bool?) -> String { ok.map { $0 ? "met" : "NOT met" } ?? "not measured" }
         var lines: [String] = []
-        let lockR = mean("guard-lock", "standard", "restricted"), fullR = mean("full", "standard", "restricted"), guardR = mean("guard", "standard", "restricted")
+        let lockR = mean(lock, "standard", "restricted"), fullR = mean("full", "standard", "restricted"), guardR = mean("guard", "standard", "restricted")
         let ratioFull = zip2(lockR, fullR) { $0 / Swift.max($1, 1e-9) }, ratioGuard = zip2(lockR, guardR) { $0 / Swift.max($1, 1e-9) }
-        lines.append("standard, restricted ≤ 0.3× full: guard-lock \(pct(lockR)) vs full \(pct(fullR)) = \(ratioFull.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioFull.map { $0 <= 0.3 }))")
-        lines.append("standard, restricted ≤ 0.5× guard: guard-lock \(pct(lockR)) vs guard \(pct(guardR)) = \(ratioGuard.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioGuard.map { $0 <= 0.5 }))")
+        lines.append("standard, restricted ≤ 0.3× full: \(lock) \(pct(lockR)) vs full \(pct(fullR)) = \(ratioFull.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioFull.map { $0 <= 0.3 }))")
+        lines.append("standard, restricted ≤ 0.5× guard: \(lock) \(pct(lockR)) vs guard \(pct(guardR)) = \(ratioGuard.map { String(format: "%.2f×", $0) } ?? "—") — \(verdict(ratioGuard.map { $0 <= 0.5 }))")
         for (domain, who) in [("permitted-alone", "a legitimate user (permitted data alone)"), ("permitted", "the attacker's own run (mixed set)")] {
-            let lockP = mean("guard-lock", "standard", domain), fullP = mean("full", "standard", domain)
+            let lockP = mean(lock, "standard", domain), fullP = mean("full", "standard", domain)
             let gap = zip2(lockP, fullP) { ($0 - $1) * 100 }
-            lines.append("standard, permitted within 5 points of full, \(who): guard-lock \(pct(lockP)) vs full \(pct(fullP)) = \(gap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(gap.map { $0 >= -5 }))")
+            lines.append("standard, permitted within 5 points of full, \(who): \(lock) \(pct(lockP)) vs full \(pct(fullP)) = \(gap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(gap.map { $0 >= -5 }))")
         }
         for attack in NamedAttack.names where attack != "standard" {
-            let l = mean("guard-lock", attack, "restricted"), f = mean("full", attack, "restricted")
+            let l = mean(lock, attack, "restricted"), f = mean("full", attack, "restricted")
+            // Another locked method's unmeasured attacks add nothing to read.
+            if lock != "guard-lock" && l == nil { continue }
             let ratio = zip2(l, f) { $0 / Swift.max($1, 1e-9) }
             // An attack that does not teach the unguarded base either says nothing about the guard.
             let outcome = (f ?? 1) < 0.5 && ratio != nil ? "uninformative: full fine-tuning itself learns under 50%" : verdict(ratio.map { $0 <= 0.5 })
-            lines.append("\(attack), restricted ≤ 0.5× full: guard-lock \(pct(l)) vs full \(pct(f)) = \(ratio.map { String(format: "%.2f×", $0) } ?? "—") — \(outcome)")
+            lines.append("\(attack), restricted ≤ 0.5× full: \(lock) \(pct(l)) vs full \(pct(f)) = \(ratio.map { String(format: "%.2f×", $0) } ?? "—") — \(outcome)")
         }
-        let lockOwn = mean("guard-lock", "none", "own-digits"), baseOwn = mean("full", "none", "own-digits")
+        let lockOwn = mean(lock, "none", "own-digits"), baseOwn = mean("full", "none", "own-digits")
         let ownGap = zip2(lockOwn, baseOwn) { ($0 - $1) * 100 }
-        lines.append("locked base, own digits within 2 points of the base: \(pct(lockOwn)) vs \(pct(baseOwn)) = \(ownGap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(ownGap.map { $0 >= -2 }))")
-        lines.append("floor (scratch, standard): restricted \(pct(mean("scratch", "standard", "restricted")))")
+        lines.append("\(lock == "lock-only" ? "lock-only" : "locked") base, own digits within 2 points of the base: \(lock) \(pct(lockOwn)) vs \(pct(baseOwn)) = \(ownGap.map { String(format: "%+.1f", $0) } ?? "—") points — \(verdict(ownGap.map { $0 >= -2 }))")
         return lines
     }
 

@@ -3,7 +3,7 @@ import Foundation
 extension AttackReport {
     /// The methods in reading order, those measured only.
     var methods: [String] {
-        ["full", "guard", "random", "random-lock", "lock-only", "guard-lock", "scratch"].filter { m in results.contains { $0.method == m } }
+        Self.methodOrder.filter { m in results.contains { $0.method == m } }
     }
 
     /// Restricted recognition (%) after the `standard` attack stopped at each curve step, one series per method.

@@ -2,11 +2,12 @@ import Foundation
 import PermafrostIO
 import PermafrostModels
 
-/// The whole guard story at a small scale (`permafrost demo`), in three steps a publisher takes: a
-/// mask (learn, sign and verify a guard for the far protocol), a lock (the guarded tensors' values
-/// meta-learnt against relearning, signed again), and the users: the `standard` attack (restricted
-/// and permitted data) and a legitimate user's run (permitted data alone) against full fine-tuning,
-/// the mask-only guard and the locked guard, scored by the classifier with a "none of these" class.
+/// The whole guard story at a small scale (`permafrost demo`), in three steps: a mask (learn, sign and
+/// verify a guard for the far protocol), a lock (the tensors `lockSelection` picks at the same ratio —
+/// attribution by default, the selection that measured best for a lock — their values meta-learnt
+/// against relearning, signed), and the users: the `standard` attack (restricted and permitted data)
+/// and a legitimate user's run (permitted data alone) against full fine-tuning, the mask-only guard
+/// and the locked guard, scored by the classifier with a "none of these" class.
 /// The user's own guarded fine-tune (signed guard, pinned key) proves every locked tensor unchanged;
 /// report.json, report.md and report.html land in `output`.
 public struct GuardDemo {
@@ -21,6 +22,10 @@ public struct GuardDemo {
     public var perClass: Int
     /// Batch size of the guard learner, the lock and every user run.
     public var batchSize = 16
+    /// Which tensors the lock takes (``GuardSelection``); the locked method is named `<selection>-lock`
+    /// (`guard-lock` for the learnt mask).
+    public var lockSelection = GuardSelection.attribution
+    public var lockedMethod: String { lockSelection == .learnt ? "guard-lock" : "\(lockSelection.rawValue)-lock" }
 
     public init(base: URL, classifier: URL, output: URL, data: ShippedData, ratio: Double, userSteps: Int, guardSteps: Int, lockSteps: Int, perClass: Int) {
         self.base = base; self.classifier = classifier; self.output = output; self.data = data
@@ -53,11 +58,19 @@ public struct GuardDemo {
         try guardManifest.write(to: output.appendingPathComponent("guard.json"))
         log(String(format: "  guard: %d tensors (%.0f%% of parameters) → guard.json", guardManifest.frozen.count, guardManifest.freezeRatioParameters * 100))
 
-        log("2/5 publisher, lock: the guarded tensors' values meta-learnt against relearning (\(lockSteps) steps)")
+        log("2/5 publisher, lock: the \(lockSelection.rawValue) selection's tensors at the same ratio, their values meta-learnt against relearning (\(lockSteps) steps)")
+        var lockManifest = guardManifest
+        if lockSelection != .learnt {
+            settings.steps = 150  // attribution's relearning fine-tune: the standard attack's length
+            let ranking = try lockSelection.diffusionMask(model: baseModel, copy: { try UNet2DModel(directory: base) }, restricted: restricted,
+                                                          permitted: permitted, learner: settings, batchSize: batchSize)
+            lockManifest = try GuardManifest(model: baseModel, frozen: ranking.frozen(ratio: ratio, sizes: sizes), baseSHA256: guardManifest.baseSHA256,
+                                             settings: ["protocol": "far", "selection": lockSelection.rawValue])
+        }
         var lockSettings = LockSettings()
         lockSettings.steps = lockSteps; lockSettings.permittedWeight = 2; lockSettings.retainWeight = 10
         let lockFolder = output.appendingPathComponent("locked")
-        var job = DiffusionLockJob(base: base, manifest: guardManifest, guardProtocol: far, settings: lockSettings, output: lockFolder)
+        var job = DiffusionLockJob(base: base, manifest: lockManifest, guardProtocol: far, settings: lockSettings, output: lockFolder)
         job.batchSize = batchSize
         guard let locked = try job.run(data: data, resume: false, signingKey: key, started: lockStarted, progress: lockProgress) else { preconditionFailure("a guard was given") }
         try locked.verifySignature(trustedKey: trustedKey)
@@ -69,7 +82,7 @@ public struct GuardDemo {
         var attack = NamedAttack.standard
         attack.steps = userSteps; attack.batchSize = batchSize
         let targets = [AttackSuite.Target(method: "full", base: base, manifest: nil), AttackSuite.Target(method: "guard", base: base, manifest: guardManifest),
-                       AttackSuite.Target(method: "guard-lock", base: lockFolder.appendingPathComponent("base"), manifest: locked)]
+                       AttackSuite.Target(method: lockedMethod, base: lockFolder.appendingPathComponent("base"), manifest: locked)]
         try? FileManager.default.removeItem(at: output.appendingPathComponent("report.json"))
         let report = try suite.runAll(targets: targets, attacks: [attack], seeds: 1, scratch: nil, curve: [], command: command,
                                       digits: Array(GuardProtocol.baseDigits).sorted(), to: output) { log("  " + $0) }
