@@ -162,7 +162,7 @@ final class AttackReportHTMLTests: XCTestCase {
         XCTAssertEqual(html.components(separatedBy: "class=\"tensor\"").count - 1, 40)
         XCTAssertTrue(html.contains("<title>block.3.weight (4 parameters): frozen</title>"))
         XCTAssertTrue(html.contains("<title>block.4.weight (5 parameters): trainable</title>"))
-        XCTAssertTrue(html.contains("Frozen tensors of attribution-lock"))
+        XCTAssertTrue(html.contains("Frozen tensors of guard-lock"))
     }
 
     /// `guard evaluate`'s page: the summary, a frontier with the goal region, the masks, every cell.

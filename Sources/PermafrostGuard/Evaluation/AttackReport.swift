@@ -60,10 +60,11 @@ public struct AttackReport: Codable, Sendable {
     /// locked, the lock with nothing enforced, and the floor.
     public static let methodOrder = ["full", "guard", "random", "random-lock", "attribution", "attribution-lock", "lock-only", "guard-lock", "scratch"]
 
-    /// The locked methods whose goal lines a report checks: `guard-lock` always (its lines say "not
-    /// measured" until it is), the others where measured.
+    /// The locked methods whose goal lines a report checks: those measured, and `guard-lock` when no
+    /// locked method is (its lines then say "not measured").
     public var lockedMethods: [String] {
-        ["guard-lock"] + ["attribution-lock", "random-lock", "lock-only"].filter { m in results.contains { $0.method == m } }
+        let measured = ["guard-lock", "attribution-lock", "random-lock", "lock-only"].filter { m in results.contains { $0.method == m } }
+        return measured.isEmpty ? ["guard-lock"] : measured
     }
 
     /// Every locked method's goal lines, each with its numbers and whether it is met.

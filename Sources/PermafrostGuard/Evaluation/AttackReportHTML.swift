@@ -57,7 +57,7 @@ extension AttackReport {
             "<p>Command: <code>\(SVGPlot.escaped(command))</code>. Wall time \(String(format: "%.0f", wall_seconds)) s. Restricted recognition after each "
                 + "attack (permitted in brackets), means over seeds, scored by a classifier with a \"none of these\" class.</p>",
             HTMLPage.table(markdown: table), "<h2>Goal</h2><ul>\(goals.joined(separator: "\n"))</ul>",
-            "<h2>Charts</h2>", frontier, attackChart, curveChart,
+            "<h2>Charts</h2>", frontier, attackChart, curveSeries.isEmpty ? "" : curveChart,
             maskCharts.isEmpty ? "" : "<h2>Masks</h2>\n" + maskCharts.joined(separator: "\n"),
             "<h2>Samples</h2>", pictures.joined(separator: "\n"),
         ])
