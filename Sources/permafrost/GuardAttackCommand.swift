@@ -18,7 +18,7 @@ extension GuardCommand {
         @Option(help: "Attacks, comma-separated.") var attacks: String = "standard"
         @Option(help: "Seeds of the standard attack (the others run once).") var seeds: Int = 3
         @Flag(help: "Also run standard and long on a randomly initialised UNet (the scratch floor).") var scratch = false
-        @Option(help: "Recognition-vs-steps curve: the standard attack run for each of these step counts.") var curve: String = "10,25,50,100,150,300,600"
+        @Option(help: "Recognition-vs-steps curve: the standard attack run for each of these step counts (empty: none).") var curve: String = "10,25,50,100,150,300,600"
         @Option(help: "Protocol: near or far.") var `protocol`: String = "far"
         @Option(help: "Classifier (one with a \"none of these\" class scores noise as nothing).") var classifier: String = "Models/classifier-with-none.safetensors"
         @Option(help: "Samples per class (≥ 200 in the protocol).") var perClass: Int = 200
@@ -33,7 +33,7 @@ extension GuardCommand {
             let suite = AttackSuite(spec: try GuardProtocol.option(`protocol`), data: try dataOptions.shipped(), classifier: try ImageClassifier.load(from: URL(fileURLWithPath: classifier)))
             suite.perClass = perClass; suite.pictures = URL(fileURLWithPath: output).appendingPathComponent("grids")
             let report = try suite.runAll(targets: targets, attacks: named, seeds: seeds, scratch: scratch ? targets.first.map { AttackSuite.Target(method: "scratch", base: $0.base, manifest: nil, fromScratch: true) } : nil,
-                                          curve: try parsePositive(curve, name: "--curve"), command: "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " "),
+                                          curve: curve.isEmpty ? [] : try parsePositive(curve, name: "--curve"), command: "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " "),
                                           digits: Array(0...5), to: URL(fileURLWithPath: output), reusing: try reuse.map { try AttackReport.load(from: URL(fileURLWithPath: $0)) }) { note($0) }
             print(report.markdown)
         }
