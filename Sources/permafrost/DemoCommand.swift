@@ -35,8 +35,8 @@ struct Demo: ParsableCommand {
         let demo = GuardDemo(base: baseURL, classifier: classifierURL, output: out, data: try dataOptions.shipped(), ratio: ratio,
                              userSteps: userSteps, guardSteps: guardSteps, lockSteps: lockSteps, perClass: perClass)
         let guardBar = ProgressBar(total: guardSteps, label: "guard"); var lockBar: ProgressBar?
-        let report = try demo.run(command: "permafrost demo --output \(output)", log: { note($0) }, guardProgress: { guardBar.update($0.step) },
-                                  lockStarted: { lockBar = ProgressBar(total: lockSteps, label: "lock", initial: $0) }) { lockBar?.update($0.step) }
+        let report = try demo.run(command: "permafrost demo --output \(output)", log: { note($0) }, guardProgress: { guardBar.update($0.step, detail: String(format: "L_r %.3f L_p %.3f", $0.restrictedLoss, $0.permittedLoss)) },
+                                  lockStarted: { lockBar = ProgressBar(total: lockSteps, label: "lock", initial: $0) }) { lockBar?.update($0.step, detail: String(format: "L_r %.3f L_p %.3f L_retain %.4f", $0.restrictedLoss, $0.permittedLoss, $0.retainLoss)) }
         print(report.table + "\n\n" + report.goalLines.filter { !$0.hasSuffix("not measured") }.map { "- " + $0 }.joined(separator: "\n"))
         print("\nfinished in \(ProgressBar.clock(Date().timeIntervalSince(started))); open \(out.appendingPathComponent("report.html").path)")
     }
