@@ -69,11 +69,14 @@ extension GuardSelection {
         }
         let publishedValues = Dictionary(uniqueKeysWithValues: published.namedParameters().map { ($0.name, $0.parameter.value) })
         var names: [String] = [], scores: [Float] = []
-        for (name, parameter) in model.namedParameters() {
-            guard let before = publishedValues[name], let g = gradient[name] else { continue }
-            let score = ((before - parameter.value) * g).sum().scalar / Float(settings.gradientBatches * parameter.value.count)
-            names.append(name)
-            scores.append(score.isFinite ? score : -.infinity)
+        // Plain arithmetic on parameter values: nothing here is differentiated, so nothing is taped.
+        GradientRecording.withoutRecording {
+            for (name, parameter) in model.namedParameters() {
+                guard let before = publishedValues[name], let g = gradient[name] else { continue }
+                let score = ((before - parameter.value) * g).sum().scalar / Float(settings.gradientBatches * parameter.value.count)
+                names.append(name)
+                scores.append(score.isFinite ? score : -.infinity)
+            }
         }
         let finite = scores.filter(\.isFinite), low = finite.min() ?? 0, high = finite.max() ?? 1
         let normalised = scores.map { $0.isFinite ? ($0 - low) / Swift.max(high - low, .leastNonzeroMagnitude) : 0 }

@@ -291,10 +291,7 @@ extension AttackSuite {
         }
         for target in targets where report.masks?[target.method] == nil {
             guard let manifest = target.manifest else { continue }
-            let frozen = Set(manifest.frozen)
-            report.masks = (report.masks ?? [:]).merging([target.method: try UNet2DModel(directory: target.base).namedParameters().map {
-                SVGPlot.MaskCell(name: $0.name, parameters: $0.parameter.value.count, frozen: frozen.contains($0.name))
-            }]) { $1 }
+            report.masks = (report.masks ?? [:]).merging([target.method: SVGPlot.MaskCell.cells(of: try UNet2DModel(directory: target.base), frozen: Set(manifest.frozen))]) { $1 }
         }
         for target in targets where !report.contains(method: target.method, attack: "none", seed: 0) {
             try record { [try ownDigits(target, digits: digits)] }

@@ -108,10 +108,7 @@ public func writeEvaluationOutputs(_ evaluation: GuardEvaluation, results: [Guar
     var masks: [String: [SVGPlot.MaskCell]] = [:]
     for file in (try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? [] where file.hasPrefix("guard-") && file.hasSuffix(".json") {
         guard let manifest = try? GuardManifest.load(from: out.appendingPathComponent(file)) else { continue }
-        let frozen = Set(manifest.frozen)
-        masks[String(file.dropLast(".json".count))] = evaluation.base.namedParameters().map {
-            SVGPlot.MaskCell(name: $0.name, parameters: $0.parameter.value.count, frozen: frozen.contains($0.name))
-        }
+        masks[String(file.dropLast(".json".count))] = SVGPlot.MaskCell.cells(of: evaluation.base, frozen: Set(manifest.frozen))
     }
     try AtomicFile.write(Data(report.html(masks: masks, grids: out).utf8), to: out.appendingPathComponent("report.html"))
 }

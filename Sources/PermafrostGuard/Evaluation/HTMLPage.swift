@@ -1,4 +1,5 @@
 import Foundation
+import PermafrostNN
 
 /// The pieces every self-contained report page shares: one style, tables from Markdown, embedded
 /// sample grids with captions.
@@ -78,5 +79,12 @@ extension GuardReport {
             "<h2>Every cell</h2>", HTMLPage.table(markdown: markdownTable(results)),
             "<h2>Samples</h2>", pictures.joined(separator: "\n"),
         ])
+    }
+}
+
+extension SVGPlot.MaskCell {
+    /// Every tensor of `model` in model order, marked frozen when `frozen` holds it: a mask chart's cells.
+    static func cells(of model: Module, frozen: Set<String>) -> [SVGPlot.MaskCell] {
+        model.namedParameters().map { SVGPlot.MaskCell(name: $0.name, parameters: $0.parameter.value.count, frozen: frozen.contains($0.name)) }
     }
 }
