@@ -68,10 +68,19 @@ public final class Linear: Module, Layer {
         if let b = self.bias { register("bias", b) }
     }
 
+    /// A low-rank adapter trained beside the frozen weight (``LowRankAdaptable``).
+    public private(set) var adapter: LowRankAdapter?
+
+    public func attach(_ adapter: LowRankAdapter?) {
+        replaceAdapterChildren(old: self.adapter, new: adapter)
+        self.adapter = adapter
+    }
+
     public func callAsFunction(_ input: Tensor) -> Tensor {
         precondition(input.shape.last == weight.shape[1],
                      "Linear expects inputs with last axis \(weight.shape[1]), got shape \(input.shape)")
-        return input.linear(weight: weight.value, bias: bias?.value)
+        let output = input.linear(weight: weight.value, bias: bias?.value)
+        return adapter.map { output + $0.output(input) } ?? output
     }
 }
 
@@ -101,8 +110,17 @@ public final class Conv2d: Module, Layer {
                   padding: (padding, padding), groups: groups, bias: bias, generator: &generator)
     }
 
+    /// A low-rank adapter trained beside the frozen weight (``LowRankAdaptable``).
+    public private(set) var adapter: LowRankAdapter?
+
+    public func attach(_ adapter: LowRankAdapter?) {
+        replaceAdapterChildren(old: self.adapter, new: adapter)
+        self.adapter = adapter
+    }
+
     public func callAsFunction(_ input: Tensor) -> Tensor {
-        input.conv2d(filter: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        let output = input.conv2d(filter: weight.value, bias: bias?.value, stride: stride, padding: padding, dilation: dilation, groups: groups)
+        return adapter.map { output + $0.output(input) } ?? output
     }
 }
 

@@ -23,19 +23,28 @@ public final class MultiheadAttention: Module {
         register("out_proj", outProjection)
     }
 
+    /// The in-projection's low-rank adapter (``LowRankAdaptable``); `out_proj` carries its own.
+    public private(set) var adapter: LowRankAdapter?
+
+    /// Attaches `adapter` to the in-projection (nil removes it); `out_proj` is a `Linear` with its own.
+    public func attach(_ adapter: LowRankAdapter?) {
+        replaceAdapterChildren(old: self.adapter, new: adapter)
+        self.adapter = adapter
+    }
+
     /// Self-attention of `x` (`[B, S, E]`): one input projection to a packed `[B, S, 3E]` tensor,
     /// whose heads the attention kernel reads in place (PyTorch's fast path when query, key and value
     /// are the same tensor). Same values and gradients as `callAsFunction(query: x, key: x, value: x)`.
     public func callAsFunction(_ x: Tensor, mask: AttentionMask? = nil) -> Tensor {
         if case .additive(let bias) = mask, bias.requiresGradient { return callAsFunction(query: x, key: x, value: x, mask: mask) }
-        let packed = x.linear(weight: inProjectionWeight.value, bias: inProjectionBias?.value)
+        let packed = x.linear(weight: effectiveInProjectionWeight, bias: inProjectionBias?.value)
         return outProjection(multiHeadSelfAttention(packed: packed, heads: heads, mask: mask))
     }
 
     /// Attention of `query` (`[B, L, E]`) over `key`/`value` (`[B, S, E]`).
     public func callAsFunction(query: Tensor, key: Tensor, value: Tensor, mask: AttentionMask? = nil) -> Tensor {
         let e = embedDimension, d = e / heads
-        let weights = inProjectionWeight.value.split(sizes: [e, e, e], alongAxis: 0)
+        let weights = effectiveInProjectionWeight.split(sizes: [e, e, e], alongAxis: 0)
         let biases = inProjectionBias.map { $0.value.split(sizes: [e, e, e], alongAxis: 0) }
         func project(_ x: Tensor, _ i: Int) -> Tensor {
             return x.linear(weight: weights[i], bias: biases?[i]).reshaped([x.shape[0], x.shape[1], heads, d]).permuted([0, 2, 1, 3])

@@ -34,6 +34,14 @@ open class Module {
         children.append((name, module))
     }
 
+    /// Removes the child module registered under `name` (an adapter being merged or dropped).
+    func unregisterModule(_ name: String) {
+        children.removeAll { $0.name == name }
+    }
+
+    /// The child module registered under `name` (a single path segment), or `nil`.
+    func child(named name: String) -> Module? { children.first { $0.name == name }?.module }
+
     /// Every parameter with its full dotted name, depth first in registration order (PyTorch's order).
     public func namedParameters() -> [(name: String, parameter: Parameter)] {
         var result: [(String, Parameter)] = []
