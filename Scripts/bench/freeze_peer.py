@@ -22,5 +22,12 @@ elif model_name == "unet":
     model, loss_fn, _ = w.unet(32, config_path)
 else:
     model, loss_fn, _ = w.bert(8)
-times = w.timed_steps(model, loss_fn, 1e-4, None if frozen == "probe" else float(frozen[:-1]) / 100, steps)
+if frozen == "lora":  # rank-8 adapters (alpha 8) on the layers Permafrost's `lora` configuration adapts
+    from peft import LoraConfig, get_peft_model
+    targets = {"unet": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"], "mlp": ["0", "2", "4"]}[model_name]
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules=targets))
+    fraction = "adapters"
+else:
+    fraction = None if frozen == "probe" else float(frozen[:-1]) / 100
+times = w.timed_steps(model, loss_fn, 1e-4, fraction, steps)
 print(json.dumps({"seconds": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

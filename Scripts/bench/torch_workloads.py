@@ -10,12 +10,14 @@ import torch
 
 
 def timed_steps(model, loss_fn, lr, fraction, steps):
-    """Freeze the first round(fraction·N) tensors (all but the last two when `fraction` is None),
-    AdamW over the trainable ones; the seconds of each step after 2 warm-up steps."""
-    params = list(model.named_parameters())
-    frozen = len(params) - 2 if fraction is None else int(round(fraction * len(params)))
-    for i, (_, p) in enumerate(params):
-        p.requires_grad_(i >= frozen)
+    """Freeze the first round(fraction·N) tensors (all but the last two when `fraction` is None;
+    nothing more when it is "adapters": peft froze the base), AdamW over the trainable ones; the
+    seconds of each step after 2 warm-up steps."""
+    if fraction != "adapters":
+        params = list(model.named_parameters())
+        frozen = len(params) - 2 if fraction is None else int(round(fraction * len(params)))
+        for i, (_, p) in enumerate(params):
+            p.requires_grad_(i >= frozen)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     times = []
     for step in range(steps + 2):

@@ -65,7 +65,12 @@ public enum TrainBenchmark {
 /// `bench freeze`: every (model, frozen share) in a fresh process of ours and of PyTorch's, so each
 /// peak RSS is that run's own; rounds interleave the two.
 public enum FreezeBenchmark {
-    public static let configurations = ["0%", "50%", "80%", "probe"]
+    public static let configurations = ["0%", "50%", "80%", "probe", "lora"]
+    /// `lora`: rank-8 adapters (alpha 8) on these layers, the base frozen; the peer uses `peft` with the same targets.
+    public static let loraTargets: [BenchWorkload: [String]] = [
+        .unet: ["*.to_q", "*.to_k", "*.to_v", "*.to_out.0", "*.conv1", "*.conv2"],
+        .mlp: ["*"],
+    ]
 
     /// `worker` runs one configuration of ours (`[binary, "bench", "freeze-worker", …]`).
     public static func run(models: [BenchWorkload], configurations: [String], steps: Int, rounds: Int, threads: Int, peer: Bool,
@@ -116,6 +121,9 @@ public enum FreezeBenchmark {
         let (module, loss) = try model.make(batch: model == .mlp ? 256 : 32)
         switch frozen {
         case "probe": try freezeLeading(module, fraction: nil)
+        case "lora":
+            guard let targets = loraTargets[model] else { throw BenchError("the lora configuration is measured for \(loraTargets.keys.map(\.rawValue).sorted())") }
+            try module.addLowRankAdapters(matching: targets, configuration: LoRAConfiguration(rank: 8, alpha: 8))
         default:
             guard frozen.hasSuffix("%"), let percent = Double(frozen.dropLast()) else { throw BenchError("--frozen: 0%, 50%, 80% or probe") }
             try freezeLeading(module, fraction: percent / 100)

@@ -35,6 +35,8 @@ public struct FineTuneSettings: Sendable, Equatable {
     public var optimizer = TrainingOptimizer.adamW
     /// The peak rate after the warm-up instead of a cosine decay.
     public var constantLearningRate = false
+    /// Train low-rank adapters on these layers instead of the base's tensors (which all stay frozen).
+    public var lora: LoRASettings?
 
     public init(steps: Int = 300, batchSize: Int = 32, learningRate: Float = 1e-3, seed: UInt64 = 0,
                 scheduler: FineTuneScheduler = .none, activationCompression: ActivationCompression = .none, checkpointEvery: Int? = nil) {
@@ -48,10 +50,23 @@ public struct FineTuneSettings: Sendable, Equatable {
     }
 }
 
+/// Low-rank adapters for a fine-tune: the layers (globs over module names, as in FreezePlan) and
+/// their shape. A layer whose weight the guard freezes is refused.
+public struct LoRASettings: Sendable, Equatable {
+    public var targets: [String]
+    public var configuration: LoRAConfiguration
+
+    public init(targets: [String], configuration: LoRAConfiguration = LoRAConfiguration()) {
+        self.targets = targets
+        self.configuration = configuration
+    }
+}
+
 /// Why a guarded fine-tune refused to start or stopped.
 public enum GuardedFineTuneError: Error, CustomStringConvertible {
     case guardRefused(GuardError)
     case plan(FreezeError)
+    case lora(LoRAError)
     case invalidSettings(String)
     case noTrainingData
     case classSlotOutOfRange(slot: Int, slots: Int)
@@ -65,6 +80,7 @@ public enum GuardedFineTuneError: Error, CustomStringConvertible {
         switch self {
         case let .guardRefused(error): return "refusing to fine-tune: \(error.description)"
         case let .plan(error): return error.description
+        case let .lora(error): return error.description
         case let .invalidSettings(reason): return reason
         case .noTrainingData: return "the training set is empty"
         case let .classSlotOutOfRange(slot, slots): return "class slot \(slot) is outside the model's \(slots) slots"
@@ -153,6 +169,16 @@ public final class GuardedFineTune {
             } catch { throw .guardRefused(error) }
         }
 
+        // Adapters go on before the trainer sees the model, after the guard marks what they may not touch.
+        var baseTensors = Set<String>()
+        if let lora = settings.lora {
+            guard checkpoint == nil else { throw .invalidSettings("a LoRA fine-tune cannot resume from a checkpoint") }
+            baseTensors = Set(base.model.namedParameters().map(\.name))
+            do throws(FreezeError) { if let manifest { try base.model.apply(manifest.plan) } } catch { throw .plan(error) }
+            do { try base.model.addLowRankAdapters(matching: lora.targets, configuration: lora.configuration, seed: settings.seed) } catch {
+                throw .lora(error)
+            }
+        }
         let trainer: DiffusionTrainer
         if let checkpoint, FileManager.default.fileExists(atPath: checkpoint.appendingPathComponent("state.safetensors").path) {
             do { trainer = try DiffusionTrainer.resume(from: checkpoint, data: data) } catch {
@@ -178,7 +204,7 @@ public final class GuardedFineTune {
         }
         do throws(FreezeError) {
             if let manifest { try trainer.model.apply(manifest.plan) }
-            try trainer.setBasePlan(FreezePlan(frozen: userPlan.frozen, frozenRows: userPlan.frozenRows.mapValues { $0.map(\.range) }))
+            try trainer.setBasePlan(FreezePlan(frozen: userPlan.frozen.union(baseTensors), frozenRows: userPlan.frozenRows.mapValues { $0.map(\.range) }))
         } catch { throw .plan(error) }
         switch settings.scheduler {
         case .none: break
@@ -257,6 +283,16 @@ public final class GuardedFineTune {
             peakRSSMegabytes: MemoryStatistics.peakResidentMegabytes, scheduler: settings.scheduler.name, freezeBudget: budget,
             activationCompression: settings.activationCompression != .none,
             weightInputCompression: settings.activationCompression == .int8WithWeightInputs)
+    }
+}
+
+extension GuardedFineTune {
+    /// After a LoRA run: writes the trained adapters as a PEFT folder (`peft` loads it onto the base),
+    /// then merges them into the model, so ``model`` is a plain UNet2DModel that computes the same.
+    public func finishAdapters(writingTo folder: URL, baseModel: String?) throws {
+        guard settings.lora != nil else { return }
+        try PEFTAdapter(model: model, baseModel: baseModel).write(to: folder)
+        try model.mergeLowRankAdapters()
     }
 }
 

@@ -180,3 +180,16 @@ public struct PEFTAdapter {
         return name
     }
 }
+
+extension PEFTAdapter: CustomStringConvertible {
+    /// The configuration, the base, the parameter count and every adapted layer with its A and B shapes.
+    public var description: String {
+        let c = configuration
+        var lines = ["LoRA rank \(c.rank), alpha \(c.alpha) (scale \(c.scale)\(c.rankStabilized ? ", rank-stabilised" : "")), dropout \(c.dropout)",
+                     "base: \(baseModel ?? "not recorded"); \(tensors.values.reduce(0) { $0 + $1.count }) parameters in \(modules.count) layers"]
+        for module in modules {
+            lines.append("  \(module)  A \(tensors[module + ".lora_A.weight"]?.shape ?? [])  B \(tensors[module + ".lora_B.weight"]?.shape ?? [])")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -64,16 +64,13 @@ extension ClassifierCommand {
             """
         )
         @Option(help: "A 10-class classifier from `permafrost classifier train`.") var from: String
-        @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
-        @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
-        @Flag(help: "Keep static activations (activation functions', frozen norms') in 8 bits, as SlimFit does.") var compressActivations = false
-        @Flag(help: "Also keep the inputs trainable convolutions and matmuls save for their weight gradients in 8 bits (implies --compress-activations).") var compressWeightInputs = false
         @Flag(help: "Let SlimFit freeze the new head too (by default it always trains, as in SlimFit's reference code).") var freezeHead = false
         @Option(help: "Epochs over the 13-class training images.") var epochs: Int = 1
         @Option(help: "Batch size.") var batch: Int = 64
         @Option(help: "Learning rate (Adam).") var learningRate: Float = 5e-4
         @Option(help: "Random seed.") var seed: UInt64 = 0
         @Option(help: "Write a JSON report here.") var report: String?
+        @OptionGroup var freezing: FreezingOptions
         @OptionGroup var dataOptions: DataOptions
         @OptionGroup var engine: EngineOptions
 
@@ -90,15 +87,9 @@ extension ClassifierCommand {
             var settings = ClassifierFineTuneSettings()
             settings.epochs = epochs; settings.batch = batch; settings.learningRate = learningRate; settings.seed = seed
             settings.freezeHead = freezeHead
-            settings.activationCompression = activationCompressionMode(compressActivations, weightInputs: compressWeightInputs)
-            switch scheduler {
-            case "none": break
-            case "slimfit":
-                guard freezeBudget >= 0, freezeBudget < 1 else { throw ValidationError("--freeze-budget must be in [0, 1)") }
-                settings.slimFitBudget = freezeBudget
-            default: throw ValidationError("--scheduler must be none or slimfit, got '\(scheduler)'")
-            }
-            let bar = ProgressBar(total: epochs * (train.count / batch), label: "finetune \(scheduler)")
+            settings.activationCompression = freezing.activationCompression
+            settings.slimFitBudget = try freezing.slimFitBudget()
+            let bar = ProgressBar(total: epochs * (train.count / batch), label: "finetune \(freezing.scheduler)")
             var summary = try model.fineTune(on: train, testingOn: test, settings: settings) { step, _, loss in
                 bar.update(step, detail: String(format: "loss %.4f", loss))
             }

@@ -16,6 +16,9 @@ struct Finetune: ParsableCommand {
         never less. At the end every guarded tensor is checked bit-identical to the base and the proof goes into \
         OUTPUT/report.json. Outputs: OUTPUT/model (diffusers folder), OUTPUT/delta.safetensors (trainable tensors only).
 
+        With --lora, only low-rank adapters on the chosen layers train (never on a guarded tensor); they are written \
+        as a PEFT folder, OUTPUT/adapter, and OUTPUT/model holds them merged.
+
         Example: permafrost finetune --base runs/base --guard guard.json --publisher-key publisher.pub --digits 6,7 --output runs/user
         """
     )
@@ -27,16 +30,16 @@ struct Finetune: ParsableCommand {
     @Option(help: "Fashion-MNIST classes to learn, from 1,7,8 (slots 10–12).") var fashion: String?
     @Option(help: "Teach the chosen data under other slots, e.g. 6:13,7:14.") var relabel: String?
     @Option(help: "Use only the odd-indexed (user) half of the images (the evaluation protocols do).") var userHalf = true
-    @Option(help: "Dynamic freezing: none or slimfit.") var scheduler: String = "none"
-    @Option(help: "SlimFit: fraction of candidate tensors frozen at each step.") var freezeBudget: Double = 0.8
-    @Flag(help: "Keep static activations (activation functions', frozen norms') in 8 bits, as SlimFit does.") var compressActivations = false
-    @Flag(help: "Also keep the inputs trainable convolutions and matmuls save for their weight gradients in 8 bits (implies --compress-activations).") var compressWeightInputs = false
+    @Option(help: "Train LoRA adapters on these layers only (comma-separated globs over module names, e.g. '*.to_q,*.to_v').") var lora: String?
+    @Option(help: "LoRA rank.") var rank = 8
+    @Option(help: "LoRA alpha (default: the rank, so the update is B·A unscaled).") var loraAlpha: Float?
     @Option(help: "Training steps.") var steps: Int = 300
     @Option(help: "Batch size.") var batch: Int = 32
     @Option(help: "Learning rate.") var learningRate: Float = 1e-3
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Output folder.") var output: String
     @Flag(help: "No progress output.") var quiet = false
+    @OptionGroup var freezing: FreezingOptions
     @OptionGroup var dataOptions: DataOptions
     @OptionGroup var engine: EngineOptions
 
@@ -61,30 +64,22 @@ struct Finetune: ParsableCommand {
         guard data.count > 0 else { throw ValidationError("choose data with --digits and/or --fashion") }
         if userHalf { data = GuardProtocol.half(data, publisher: false) }
         if let relabel { data = data.relabeled(try LabeledImages.labelMapping(relabel)) }
-        let schedule: FineTuneScheduler
-        switch scheduler {
-        case "none": schedule = .none
-        case "slimfit": schedule = .slimFit(budget: freezeBudget)
-        default: throw ValidationError("--scheduler must be none or slimfit, got '\(scheduler)'")
-        }
-        let settings = FineTuneSettings(steps: steps, batchSize: batch, learningRate: learningRate, seed: seed, scheduler: schedule,
-                                        activationCompression: activationCompressionMode(compressActivations, weightInputs: compressWeightInputs))
+        var settings = FineTuneSettings(steps: steps, batchSize: batch, learningRate: learningRate, seed: seed,
+                                        scheduler: try freezing.slimFitBudget().map { .slimFit(budget: $0) } ?? .none,
+                                        activationCompression: freezing.activationCompression)
+        settings.lora = lora.map { LoRASettings(targets: $0.split(separator: ",").map(String.init), configuration: LoRAConfiguration(rank: rank, alpha: loraAlpha ?? Float(rank))) }
         let out = URL(fileURLWithPath: output)
         let bar = ProgressBar(total: steps, label: "finetune")
         bar.quiet = quiet
         let fineTune = try GuardedFineTune(base: origin, guard: manifest, trustedPublisherKey: trustedKey, userPlan: userPlan, data: data, settings: settings)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        var report = try fineTune.run(delta: out.appendingPathComponent("delta.safetensors"), progress: { p in
+        var report = try fineTune.run(delta: lora == nil ? out.appendingPathComponent("delta.safetensors") : nil, progress: { p in
             bar.update(p.step, detail: String(format: "loss %.4f", p.averageLoss))
         })
+        try fineTune.finishAdapters(writingTo: out.appendingPathComponent("adapter"), baseModel: base)
         try fineTune.model.save(directory: out.appendingPathComponent("model"))
         (report.base, report.guardFile) = (base, self.guard)
         try report.write(to: out.appendingPathComponent("report.json"))
         if !quiet { print(report) }
     }
-}
-
-/// The activation-compression mode two CLI flags choose.
-func activationCompressionMode(_ staticActivations: Bool, weightInputs: Bool) -> ActivationCompression {
-    weightInputs ? .int8WithWeightInputs : staticActivations ? .int8 : .none
 }

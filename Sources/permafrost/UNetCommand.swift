@@ -16,11 +16,13 @@ struct UNetCommand: ParsableCommand {
         @Option(help: "A diffusers UNet2DModel folder.") var model: String
         @Option(help: "Input .safetensors with sample [B,C,H,W], timestep [B] or [] and optional class_labels [B].") var inputs: String
         @Option(help: "Output .safetensors (tensor `sample`).") var output: String
+        @Option(help: "A PEFT LoRA adapter folder to apply (adapter_config.json, adapter_model.safetensors).") var adapter: String?
         @OptionGroup var engine: EngineOptions
 
         func run() throws {
             try engine.apply()
             let unet = try UNet2DModel(directory: URL(fileURLWithPath: model))
+            if let adapter { try PEFTAdapter(directory: URL(fileURLWithPath: adapter)).attach(to: unet) }
             let file: SafetensorsFile
             do { file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: inputs)) } catch { throw CLIError("\(inputs): \(error)") }
             let result = try unet.forward(inputs: file)

@@ -105,6 +105,47 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: locked.appendingPathComponent("guard.json").path))
     }
 
+    /// LoRA through the guarded fine-tune: an adapter on a guarded layer is refused naming the tensor;
+    /// on free layers it trains, lands as a PEFT folder and merged in the model, the guard verifies on
+    /// the merged model, and `adapter merge --guard` refuses an adapter that would change a guarded tensor.
+    func testLoRAFineTuneKeepsTheGuardAndWritesAPEFTFolder() throws {
+        let dir = try temporary()
+        let base = dir.appendingPathComponent("base"), key = dir.appendingPathComponent("p.key"), pub = dir.appendingPathComponent("p.pub")
+        try run(["pretrain", "--config", "tiny", "--steps", "1", "--batch", "2", "--output", base.path, "--quiet", "--threads", "1"])
+        try run(["guard", "keygen", "--private-key", key.path, "--public-key", pub.path])
+        let guardURL = dir.appendingPathComponent("guard.json")
+        try run(["guard", "learn", "--base", base.path, "--select", "random", "--ratio", "0.5", "--by-parameters", "--key", key.path, "--output", guardURL.path])
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: guardURL)) as! [String: Any]
+        let frozen = Set(manifest["frozen"] as! [String])
+        let names = try SafetensorsFile(contentsOf: base.appendingPathComponent("diffusion_pytorch_model.safetensors")).entries
+            .filter { $0.shape.count == 4 && $0.name.hasSuffix(".weight") }.map(\.name)
+        let guarded = try XCTUnwrap(names.first { frozen.contains($0) }), free = try XCTUnwrap(names.first { !frozen.contains($0) })
+        func module(_ tensor: String) -> String { String(tensor.dropLast(".weight".count)) }
+        func finetune(_ target: String, guard withGuard: Bool, _ output: String, expectSuccess: Bool = true) throws -> String {
+            try run(["finetune", "--base", base.path] + (withGuard ? ["--guard", guardURL.path, "--publisher-key", pub.path] : [])
+                    + ["--digits", "6", "--steps", "2", "--batch", "2", "--lora", module(target), "--rank", "2", "--quiet",
+                       "--output", dir.appendingPathComponent(output).path, "--threads", "1"], expectSuccess: expectSuccess).output
+        }
+        let refused = try finetune(guarded, guard: true, "refused", expectSuccess: false)
+        XCTAssert(refused.contains("'\(guarded)' is frozen by the publisher's guard"), refused)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("refused/adapter").path))
+
+        _ = try finetune(free, guard: true, "user")
+        let user = dir.appendingPathComponent("user")
+        let adapter = try SafetensorsFile(contentsOf: user.appendingPathComponent("adapter/adapter_model.safetensors"))
+        XCTAssertEqual(Set(adapter.names), ["base_model.model.\(module(free)).lora_A.weight", "base_model.model.\(module(free)).lora_B.weight"])
+        try run(["guard", "verify", guardURL.path, "--public-key", pub.path, "--base", base.path, "--model", user.appendingPathComponent("model").path])
+        let inspect = try run(["adapter", "inspect", user.appendingPathComponent("adapter").path]).output
+        XCTAssert(inspect.contains("LoRA rank 2") && inspect.contains(module(free)), inspect)
+
+        // An unguarded user adapts the guarded layer; merging that adapter under the guard is refused.
+        _ = try finetune(guarded, guard: false, "unguarded")
+        let merge = try run(["adapter", "merge", "--model", base.path, "--adapter", dir.appendingPathComponent("unguarded/adapter").path,
+                             "--guard", guardURL.path, "--output", dir.appendingPathComponent("merged").path], expectSuccess: false)
+        XCTAssert(merge.output.contains("publisher's guard"), merge.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("merged").path))
+    }
+
     func testCheckpointInspectAndUNetForward() throws {
         let dir = try temporary()
         let bad = dir.appendingPathComponent("bad.safetensors")

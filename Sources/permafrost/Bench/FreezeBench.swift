@@ -15,7 +15,7 @@ struct FreezeBench: ParsableCommand {
         """
     )
     @Option(help: "Models: mlp,cnn,unet,bert.") var models: String = "mlp,cnn,unet,bert"
-    @Option(help: "Configurations: 0%,50%,80%,probe.") var configs: String = "0%,50%,80%,probe"
+    @Option(help: "Configurations: 0%,50%,80%,probe,lora (rank-8 adapters, unet and mlp).") var configs: String = "0%,50%,80%,probe"
     @Option(help: "Timed steps per run (after 2 warm-up steps).") var steps: Int = 5
     @Option(help: "Interleaved rounds.") var rounds: Int = 1
     @Option(help: "Threads.") var threads: Int = 2
@@ -48,5 +48,22 @@ struct FreezeWorker: ParsableCommand {
         let (seconds, peakRSS) = try FreezeBenchmark.worker(model: workload, frozen: frozen, steps: steps, threads: threads)
         let object: [String: Any] = ["seconds": seconds, "peak_rss_mb": peakRSS]
         print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
+    }
+}
+
+/// `permafrost bench lora`: LoRA fine-tuning of the UNet beside PyTorch + PEFT (`bench freeze`'s `lora` configuration).
+struct LoRABench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lora", abstract: "Step time and peak RSS of rank-8 LoRA on the UNet's attention and resnet convolutions, beside PyTorch + PEFT.",
+        discussion: "Each run in a fresh process, rounds interleaved, medians reported. Target: ratio ≤ 1.0 for time and peak RSS.")
+    @Option(help: "Timed steps per run (after 2 warm-up steps).") var steps: Int = 5
+    @Option(help: "Interleaved rounds.") var rounds: Int = 3
+    @Option(help: "Threads.") var threads: Int = 2
+    @Flag(help: "One JSON object per line.") var json = false
+
+    func run() throws {
+        let (rows, peerRan) = try FreezeBenchmark.run(models: [.unet], configurations: ["lora"], steps: steps, rounds: rounds, threads: threads,
+                                                      peer: true, worker: CommandLine.arguments[0])
+        BenchPrinter.print(rows, json: json, peerName: peerRan ? "torch + peft" : nil)
     }
 }
