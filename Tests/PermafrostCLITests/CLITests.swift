@@ -107,7 +107,8 @@ final class CLITests: XCTestCase {
 
     /// LoRA through the guarded fine-tune: an adapter on a guarded layer is refused naming the tensor;
     /// on free layers it trains, lands as a PEFT folder and merged in the model, the guard verifies on
-    /// the merged model, and `adapter merge --guard` refuses an adapter that would change a guarded tensor.
+    /// the merged model, and `adapter merge --guard` and `taskvec add --guard` refuse what would change
+    /// a guarded tensor.
     func testLoRAFineTuneKeepsTheGuardAndWritesAPEFTFolder() throws {
         let dir = try temporary()
         let base = dir.appendingPathComponent("base"), key = dir.appendingPathComponent("p.key"), pub = dir.appendingPathComponent("p.pub")
@@ -144,6 +145,18 @@ final class CLITests: XCTestCase {
                              "--guard", guardURL.path, "--output", dir.appendingPathComponent("merged").path], expectSuccess: false)
         XCTAssert(merge.output.contains("publisher's guard"), merge.output)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("merged").path))
+
+        // Its task vector is refused under the guard too; without it, base + τ is that user's model, bit for bit.
+        let tau = dir.appendingPathComponent("tau.safetensors").path
+        try run(["taskvec", "make", "--pretrained", base.path, "--fine-tuned", dir.appendingPathComponent("unguarded/model").path, "--output", tau])
+        let added = try run(["taskvec", "add", "--model", base.path, "--vector", tau, "--guard", guardURL.path,
+                             "--output", dir.appendingPathComponent("added").path], expectSuccess: false)
+        XCTAssert(added.output.contains("which the publisher's guard freezes"), added.output)
+        try run(["taskvec", "add", "--model", base.path, "--vector", tau, "--output", dir.appendingPathComponent("added").path])
+        let weights = "diffusion_pytorch_model.safetensors"
+        let rebuilt = try SafetensorsFile(contentsOf: dir.appendingPathComponent("added/\(weights)"))
+        let original = try SafetensorsFile(contentsOf: dir.appendingPathComponent("unguarded/model/\(weights)"))
+        for name in original.names { XCTAssertEqual(try rebuilt.storedBytes(named: name), try original.storedBytes(named: name), name) }
     }
 
     func testCheckpointInspectAndUNetForward() throws {
