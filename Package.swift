@@ -34,6 +34,7 @@ let package = Package(
         .library(name: "PermafrostDiffusion", targets: ["PermafrostDiffusion"]),
         .library(name: "PermafrostEval", targets: ["PermafrostEval"]),
         .library(name: "PermafrostGuard", targets: ["PermafrostGuard"]),
+        .library(name: "PermafrostFederated", targets: ["PermafrostFederated"]),
         .library(name: "PermafrostService", targets: ["PermafrostService"]),
         .executable(name: "permafrost", targets: ["permafrost"]),
     ],
@@ -115,6 +116,14 @@ let package = Package(
                            .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: kernelSettings
         ),
+        // Federated LoRA: FedSVD's refactorisation (LAPACK SVD), DP-SGD and its accountant, the simulation.
+        .target(
+            name: "PermafrostFederated",
+            dependencies: ["PermafrostModels",
+                           .target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+            swiftSettings: kernelSettings,
+            linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
+        ),
         // Speed and memory beside the PyTorch peers: workloads, timed steps, peer processes.
         .target(
             name: "PermafrostBench",
@@ -138,6 +147,7 @@ let package = Package(
             name: "permafrost",
             dependencies: [
                 "PermafrostGuard",
+                "PermafrostFederated",
                 "PermafrostBench",
                 "PermafrostService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -166,6 +176,11 @@ let package = Package(
         .testTarget(
             name: "PermafrostDiffusionTests",
             dependencies: ["PermafrostDiffusion"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "PermafrostFederatedTests",
+            dependencies: ["PermafrostFederated"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

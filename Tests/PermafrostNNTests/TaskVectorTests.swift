@@ -96,3 +96,32 @@ final class TaskVectorTests: XCTestCase {
         XCTAssertEqual(tall.penalty(layer).scalar, 0, "a frozen matrix does not count")
     }
 }
+
+/// Dopamine's per-neuron gates: the hardened gate makes exactly the soft gate's decisions, a gated
+/// frozen network starts as its base, and only τ and γ (two per unit) train.
+final class NeuronGateTests: XCTestCase {
+    func testHardenedGateMatchesTheSoftDecisionAndOnlyGatesTrain() throws {
+        var g = PhiloxGenerator(seed: 8)
+        let first = Linear(12, 32, generator: &g), second = Linear(32, 4, generator: &g)
+        let base = Sequential([first, ReLU(), second])
+        let gate = NeuronGate(width: 32)
+        let gated = Sequential([first, gate, second])
+        let x = Tensor(randomNormal: [16, 12], generator: &g)
+        let plain = GradientRecording.withoutRecording { base(x) }
+        try gated.freeze(names: ["0.weight", "0.bias", "2.weight", "2.bias"])
+        XCTAssertEqual(gated.trainableParameters().map(\.name), ["1.threshold", "1.gain"])
+        XCTAssertEqual(gated.trainableParameters().reduce(0) { $0 + $1.parameter.value.count }, 64, "two parameters per unit")
+        gate.hardened = true
+        XCTAssertEqual(GradientRecording.withoutRecording { gated(x) }.scalars, plain.scalars, "hardened at its initial τ, the gate passes every unit")
+        gate.hardened = false
+        assertClose(GradientRecording.withoutRecording { gated(x) }, plain, tolerance: 1e-2, "the smooth gate starts close to the base")
+
+        gate.threshold.value = Tensor(randomNormal: [32], generator: &g) * 0.5
+        let h = GradientRecording.withoutRecording { first(x).relu() }
+        let soft = gate.gate(h).scalars
+        gate.hardened = true
+        let hard = gate.gate(h).scalars
+        XCTAssertEqual(hard, soft.map { $0 > 0.5 ? 1 : 0 }, "hard gate = soft gate's decision, unit by unit")
+        XCTAssert(hard.contains(0) && hard.contains(1), "the thresholds switch some units off and leave others on")
+    }
+}
