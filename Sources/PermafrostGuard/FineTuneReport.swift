@@ -29,6 +29,10 @@ public struct FineTuneReport: Codable, Sendable, Equatable {
     /// The trainable tensors, exactly those the delta checkpoint holds.
     public var deltaTensors: [String]
     public var deltaSHA256: String?
+    /// A LoRA run's PEFT adapter: the layers adapted, and the SHA-256 of `adapter_config.json`
+    /// (`delta_sha256` is then that of `adapter_model.safetensors`).
+    public var loraTargets: [String]?
+    public var adapterConfigSHA256: String?
 
     // The run.
     public var frozenTensors: Int
@@ -63,6 +67,7 @@ public struct FineTuneReport: Codable, Sendable, Equatable {
         case guardSignature = "guard_signature", guardedTensorsBitIdentical = "guarded_tensors_bit_identical"
         case guardedTensors = "guarded_tensors", changedGuardedTensors = "changed_guarded_tensors"
         case deltaTensors = "delta_tensors", deltaSHA256 = "delta_sha256", frozenTensors = "frozen_tensors"
+        case loraTargets = "lora_targets", adapterConfigSHA256 = "adapter_config_sha256"
         case trainableTensors = "trainable_tensors", trainableParameters = "trainable_parameters", classSlots = "class_slots"
         case steps, resumedFromStep = "resumed_from_step", finalLoss = "final_loss", averageLoss = "average_loss"
         case secondsPerStep = "seconds_per_step", medianSecondsPerStep = "median_seconds_per_step"

@@ -172,7 +172,10 @@ public final class GuardedFineTune {
         // Adapters go on before the trainer sees the model, after the guard marks what they may not touch.
         var baseTensors = Set<String>()
         if let lora = settings.lora {
-            guard checkpoint == nil else { throw .invalidSettings("a LoRA fine-tune cannot resume from a checkpoint") }
+            if let checkpoint, FileManager.default.fileExists(atPath: checkpoint.appendingPathComponent("state.safetensors").path) {
+                throw .invalidSettings("a LoRA fine-tune cannot resume from a checkpoint")
+            }
+            guard settings.checkpointEvery == nil else { throw .invalidSettings("a LoRA fine-tune writes no checkpoints (it restarts instead)") }
             baseTensors = Set(base.model.namedParameters().map(\.name))
             do throws(FreezeError) { if let manifest { try base.model.apply(manifest.plan) } } catch { throw .plan(error) }
             do { try base.model.addLowRankAdapters(matching: lora.targets, configuration: lora.configuration, seed: settings.seed) } catch {
@@ -289,10 +292,14 @@ public final class GuardedFineTune {
 extension GuardedFineTune {
     /// After a LoRA run: writes the trained adapters as a PEFT folder (`peft` loads it onto the base),
     /// then merges them into the model, so ``model`` is a plain UNet2DModel that computes the same.
-    public func finishAdapters(writingTo folder: URL, baseModel: String?) throws {
-        guard settings.lora != nil else { return }
+    /// Returns the SHA-256 of the folder's two files (nil for a run without adapters).
+    @discardableResult
+    public func finishAdapters(writingTo folder: URL, baseModel: String?) throws -> (weights: String, configuration: String)? {
+        guard settings.lora != nil else { return nil }
         try PEFTAdapter(model: model, baseModel: baseModel).write(to: folder)
         try model.mergeLowRankAdapters()
+        return (try sha256Hex(of: folder.appendingPathComponent(PEFTAdapter.weightsFileName)),
+                try sha256Hex(of: folder.appendingPathComponent(PEFTAdapter.configurationFileName)))
     }
 }
 

@@ -22,17 +22,30 @@ public struct JobParameters: Codable, Sendable, Equatable {
     /// `none` or `slimfit` (dynamic freezing; the guard stays frozen throughout).
     public var scheduler: String
     public var freezeBudget: Double
+    /// `"method": "lora"`: low-rank adapters on these layers train, the base stays frozen; the result is a PEFT adapter.
+    public var lora: LoRAJob?
+
+    /// A LoRA job's layers (globs over module names) and shape.
+    public struct LoRAJob: Codable, Sendable, Equatable {
+        public var targets: [String]
+        public var rank: Int
+        public var alpha: Double
+    }
 
     enum CodingKeys: String, CodingKey {
         case uploadID = "upload_id", steps, batchSize = "batch_size", learningRate = "learning_rate", seed, freeze, scheduler
-        case freezeBudget = "freeze_budget"
+        case freezeBudget = "freeze_budget", lora
     }
 
-    static let allowedKeys: Set<String> = ["upload_id", "steps", "batch_size", "learning_rate", "seed", "freeze", "unfreeze", "scheduler", "freeze_budget"]
+    static let allowedKeys: Set<String> = ["upload_id", "steps", "batch_size", "learning_rate", "seed", "freeze", "unfreeze", "scheduler", "freeze_budget",
+                                           "method", "lora_targets", "lora_rank", "lora_alpha"]
 
     /// Validates a request body. `tensorNames` are the base model's tensors; `guarded` the tensors
-    /// the publisher's guard freezes. Asking to unfreeze a guarded tensor is refused (403), naming it.
-    public static func validate(_ body: Data, limits: JobLimits, tensorNames: [String], guarded: Set<String>) throws(ServiceError) -> JobParameters {
+    /// the publisher's guard freezes; `adaptable` the layers LoRA can adapt with the tensors each would
+    /// change. Asking to unfreeze a guarded tensor, or to adapt a layer whose weight is guarded, is
+    /// refused (403), naming it.
+    public static func validate(_ body: Data, limits: JobLimits, tensorNames: [String], guarded: Set<String>,
+                                adaptable: [(module: String, weights: [String])] = []) throws(ServiceError) -> JobParameters {
         guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else {
             throw .badRequest("the body must be a JSON object")
         }
@@ -91,7 +104,36 @@ public struct JobParameters: Codable, Sendable, Equatable {
             }
             budget = number.doubleValue
         }
+        let method = (object["method"] as? String) ?? "full"
+        guard object["method"] == nil || object["method"] is String, ["full", "lora"].contains(method) else {
+            throw .invalidJob("'method' must be \"full\" or \"lora\"")
+        }
+        var lora: LoRAJob?
+        if method == "lora" {
+            guard let targets = object["lora_targets"] as? [String], !targets.isEmpty, targets.count <= 64, targets.allSatisfy({ (1...200).contains($0.count) }) else {
+                throw .invalidJob("a LoRA job needs 'lora_targets': 1–64 globs over layer names, e.g. [\"*.to_q\", \"*.to_v\"]")
+            }
+            let layers: [String]
+            do { layers = try LowRankTargets.select(targets, among: adaptable.map(\.module)) } catch { throw .invalidJob("'lora_targets': \(error.description)") }
+            let weights = Dictionary(adaptable.map { ($0.module, $0.weights) }, uniquingKeysWith: { a, _ in a })
+            for layer in layers {
+                if let tensor = weights[layer]?.first(where: { guarded.contains($0) }) {
+                    throw .guarded("'\(layer)' cannot be adapted: its tensor '\(tensor)' is frozen by the publisher's signed guard, and an adapter would change it")
+                }
+            }
+            let rank = try integer("lora_rank", default: 8, range: 1...64)
+            var alpha = Double(rank)
+            if let raw = object["lora_alpha"] {
+                guard let number = raw as? NSNumber, !(raw is Bool), number.doubleValue > 0, number.doubleValue <= 1024 else {
+                    throw .invalidJob("'lora_alpha' must be a number in (0, 1024]")
+                }
+                alpha = number.doubleValue
+            }
+            lora = LoRAJob(targets: targets, rank: rank, alpha: alpha)
+        } else if let key = ["lora_targets", "lora_rank", "lora_alpha"].first(where: { object[$0] != nil }) {
+            throw .invalidJob("'\(key)' needs \"method\": \"lora\"")
+        }
         return JobParameters(uploadID: uploadID, steps: steps, batchSize: batch, learningRate: rate, seed: UInt64(seed),
-                             freeze: freeze, scheduler: scheduler, freezeBudget: budget)
+                             freeze: freeze, scheduler: scheduler, freezeBudget: budget, lora: lora)
     }
 }

@@ -15,6 +15,8 @@ public struct JobFiles: Sendable {
     public var checkpoint: URL { directory.appendingPathComponent("checkpoint") }
     public var delta: URL { directory.appendingPathComponent("delta.safetensors") }
     public var report: URL { directory.appendingPathComponent("report.json") }
+    /// A LoRA job's result: a PEFT adapter folder.
+    public var adapter: URL { directory.appendingPathComponent("adapter") }
     public var hasCheckpoint: Bool { FileManager.default.fileExists(atPath: checkpoint.appendingPathComponent("state.safetensors").path) }
 }
 
@@ -56,18 +58,23 @@ public struct JobRunner: Sendable {
         } catch {
             throw JobStop.failed("the training set \(parameters.uploadID) cannot be read: \(error)")
         }
-        let settings = FineTuneSettings(steps: parameters.steps, batchSize: parameters.batchSize, learningRate: Float(parameters.learningRate),
+        // A LoRA job keeps no checkpoint: after a crash it starts again from the base.
+        var settings = FineTuneSettings(steps: parameters.steps, batchSize: parameters.batchSize, learningRate: Float(parameters.learningRate),
                                         seed: parameters.seed, scheduler: parameters.scheduler == "slimfit" ? .slimFit(budget: parameters.freezeBudget) : .none,
-                                        checkpointEvery: checkpointEvery)
+                                        checkpointEvery: parameters.lora == nil ? checkpointEvery : nil)
+        settings.lora = parameters.lora.map { LoRASettings(targets: $0.targets, configuration: LoRAConfiguration(rank: $0.rank, alpha: Float($0.alpha))) }
         do {
             let fineTune = try GuardedFineTune(base: GuardedFineTune.Base(model: try published.loadBase(), sha256: published.baseSHA256),
                                                guard: published.manifest, userPlan: FreezePlan(frozen: Set(parameters.freeze)),
                                                data: data, settings: settings, resumingFrom: files.checkpoint)
-            var report = try fineTune.run(checkpoint: files.checkpoint, delta: files.delta, deltaMetadata: ["permafrost.job": job.id],
+            var report = try fineTune.run(checkpoint: files.checkpoint, delta: parameters.lora == nil ? files.delta : nil, deltaMetadata: ["permafrost.job": job.id],
                                           isCancelled: isCancelled) { p in
                 progress(Progress(step: p.step, totalSteps: p.totalSteps, loss: Double(p.loss), stepsPerSecond: p.stepsPerSecond))
             }
             report.job = job.id
+            if let digests = try fineTune.finishAdapters(writingTo: files.adapter, baseModel: published.baseSHA256) {
+                (report.deltaSHA256, report.adapterConfigSHA256, report.loraTargets) = (digests.weights, digests.configuration, parameters.lora?.targets)
+            }
             try report.write(to: files.report)
             try? FileManager.default.removeItem(at: files.checkpoint)
             return report

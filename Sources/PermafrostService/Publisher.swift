@@ -2,6 +2,7 @@ import Foundation
 import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
+import PermafrostNN
 
 /// What the publisher serves: a base UNet, its checkpoint digest, and the signed guard that every job
 /// enforces. Loaded once at start; a guard whose signature or base digest fails refuses to start.
@@ -13,6 +14,8 @@ public struct PublishedModel: Sendable {
     public let config: UNet2DConfig
     public let tensorNames: [String]
     public let guarded: Set<String>
+    /// The layers LoRA can adapt, in module order, each with the tensors an adapter of it would change.
+    public let adaptableLayers: [(module: String, weights: [String])]
 
     public init(baseDirectory: URL, guardURL: URL, trustedKey: String?) throws {
         self.baseDirectory = baseDirectory
@@ -26,6 +29,9 @@ public struct PublishedModel: Sendable {
         config = model.config
         tensorNames = model.namedParameters().map(\.name)
         guarded = Set(manifest.frozen)
+        adaptableLayers = model.namedModules().compactMap { entry in
+            (entry.module as? any LowRankAdaptable).map { layer in (entry.name, layer.adaptedWeights.map { entry.name + "." + $0.name }) }
+        }
         // The manifest's digests must describe this checkpoint's tensors, not only its file digest.
         let changed = try manifest.changedTensors(in: model)
         guard changed.isEmpty else { throw GuardError.tensorChanged(names: changed) }

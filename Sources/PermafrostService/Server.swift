@@ -1,4 +1,5 @@
 import Foundation
+import PermafrostGuard
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -171,11 +172,22 @@ public final class FineTuningService: Sendable {
         }
         api.get("jobs/:id/events") { _, context in try await self.eventStream(context) }
         api.get("jobs/:id/delta") { _, context in
-            try await self.artifact(context, file: { JobFiles(root: self.configuration.dataDirectory, id: $0.id).delta }, digest: \.deltaSHA256,
-                                    contentType: "application/octet-stream")
+            try await self.artifact(context, file: { job in
+                let files = JobFiles(root: self.configuration.dataDirectory, id: job.id)
+                return Self.isLoRA(job) ? files.adapter.appendingPathComponent(PEFTAdapter.weightsFileName) : files.delta
+            }, digest: { $0.deltaSHA256 }, contentType: "application/octet-stream")
+        }
+        // A LoRA job's PEFT adapter folder, file by file (save both in one folder for `PeftModel.from_pretrained`).
+        api.get("jobs/:id/adapter/adapter_model.safetensors") { _, context in
+            try await self.artifact(context, file: { JobFiles(root: self.configuration.dataDirectory, id: $0.id).adapter.appendingPathComponent(PEFTAdapter.weightsFileName) },
+                                    digest: { Self.isLoRA($0) ? $0.deltaSHA256 : nil }, contentType: "application/octet-stream")
+        }
+        api.get("jobs/:id/adapter/adapter_config.json") { _, context in
+            try await self.artifact(context, file: { JobFiles(root: self.configuration.dataDirectory, id: $0.id).adapter.appendingPathComponent(PEFTAdapter.configurationFileName) },
+                                    digest: { Self.isLoRA($0) ? try self.verifiedReport($0).adapterConfigSHA256 : nil }, contentType: "application/json")
         }
         api.get("jobs/:id/report") { _, context in
-            try await self.artifact(context, file: { JobFiles(root: self.configuration.dataDirectory, id: $0.id).report }, digest: \.reportSHA256,
+            try await self.artifact(context, file: { JobFiles(root: self.configuration.dataDirectory, id: $0.id).report }, digest: { $0.reportSHA256 },
                                     contentType: "application/json")
         }
         let host = configuration.host, port = configuration.port
@@ -254,7 +266,8 @@ public final class FineTuningService: Sendable {
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: 1 << 20) } catch { throw ServiceError.tooLarge("a job request is at most 1 MiB") }
         let parameters = try JobParameters.validate(Data(buffer: buffer), limits: configuration.jobs,
-                                                    tensorNames: published.tensorNames, guarded: published.guarded)
+                                                    tensorNames: published.tensorNames, guarded: published.guarded,
+                                                    adaptable: published.adaptableLayers)
         guard try await store.upload(id: parameters.uploadID, owner: owner) != nil else {
             throw ServiceError.invalidJob("no upload \(parameters.uploadID) (upload a training set first: POST /v1/uploads)")
         }
@@ -300,11 +313,27 @@ public final class FineTuningService: Sendable {
         return "event: \(status.state.isTerminal ? "end" : "status")\ndata: \(data)\n\n"
     }
 
-    func artifact(_ context: ServiceRequestContext, file: (JobRecord) -> URL, digest: KeyPath<JobRecord, String?>, contentType: String) async throws -> Response {
+    /// Whether a job trains LoRA adapters (its result is a PEFT adapter folder).
+    static func isLoRA(_ job: JobRecord) -> Bool {
+        ((try? JSONDecoder().decode(JobParameters.self, from: Data(job.parameters.utf8)))?.lora) != nil
+    }
+
+    /// A succeeded job's report, after checking it against the digest recorded when it was written.
+    func verifiedReport(_ job: JobRecord) throws -> FineTuneReport {
+        let data = try Data(contentsOf: JobFiles(root: configuration.dataDirectory, id: job.id).report)
+        guard sha256Hex(data) == job.reportSHA256 else {
+            throw ServiceError(status: .internalServerError, kind: "artifact-damaged", title: "Artifact damaged",
+                               detail: "the stored report of job \(job.id) no longer matches its recorded SHA-256; it is withheld")
+        }
+        return try JSONDecoder().decode(FineTuneReport.self, from: data)
+    }
+
+    func artifact(_ context: ServiceRequestContext, file: (JobRecord) -> URL, digest: (JobRecord) throws -> String?, contentType: String) async throws -> Response {
         let job = try await ownedJob(context)
-        guard job.state == .succeeded, let expected = job[keyPath: digest] else {
+        guard job.state == .succeeded else {
             throw ServiceError.conflict("job \(job.id) is \(job.state.rawValue); its results exist once it has succeeded")
         }
+        guard let expected = try digest(job) else { throw ServiceError.notFound("job \(job.id) has no such result (a PEFT adapter exists for \"method\": \"lora\" jobs)") }
         let data = try Data(contentsOf: file(job))
         // Never hand out a damaged artifact: it must still hash to what was recorded when it was written.
         guard sha256Hex(data) == expected else {

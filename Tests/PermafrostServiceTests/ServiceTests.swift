@@ -85,6 +85,64 @@ final class ServiceEndToEndTests: XCTestCase {
         XCTAssertTrue(spec.text.hasPrefix("openapi: 3"), "the served API description")
     }
 
+    /// `"method": "lora"`: an adapter on a guarded layer is refused (403, naming the tensor); on free
+    /// layers the job returns a PEFT adapter folder, digest-checked file by file, that loads onto the
+    /// guarded base; the report names the layers and proves the guard held.
+    func testLoRAJobsReturnAPEFTAdapterAndNeverTouchTheGuard() async throws {
+        let harness = try ServiceHarness()
+        let alice = try harness.createToken("alice")
+        try harness.start()
+        let upload = try await harness.upload(ServiceHarness.images(count: 32, labels: [6, 7]), token: alice, name: "lora-set")
+        let uploadID = try XCTUnwrap(upload.json["id"] as? String)
+        let base = try UNet2DModel(directory: harness.base)
+        let layers = base.namedModules().compactMap { entry in (entry.module as? any LowRankAdaptable).map { (entry.name, $0.adaptedWeights.map { entry.name + "." + $0.name }) } }
+        let guarded = try XCTUnwrap(layers.first { $0.1.contains { harness.manifest.frozen.contains($0) } })
+        let free = try XCTUnwrap(layers.first { !$0.1.contains { harness.manifest.frozen.contains($0) } })
+
+        let refused = try await harness.request("POST", "/v1/jobs", token: alice, body: harness.json(
+            ["upload_id": uploadID, "steps": 4, "batch_size": 4, "method": "lora", "lora_targets": [guarded.0]]))
+        XCTAssertEqual(refused.status, 403, refused.text)
+        XCTAssert(refused.text.contains(guarded.1[0]) && refused.text.contains("guard"), refused.text)
+        for (body, fragment) in [(["upload_id": uploadID, "lora_rank": 4] as [String: Any], "needs \\\"method\\\": \\\"lora\\\""),
+                                 (["upload_id": uploadID, "method": "dora"], "'method' must be"),
+                                 (["upload_id": uploadID, "method": "lora", "lora_targets": ["*.nothing_here"]], "matches no Linear")] {
+            let bad = try await harness.request("POST", "/v1/jobs", token: alice, body: harness.json(body))
+            XCTAssertEqual(bad.status, 422, bad.text)
+            XCTAssert(bad.text.contains(fragment), "\(bad.text) should contain \(fragment)")
+        }
+
+        let created = try await harness.request("POST", "/v1/jobs", token: alice, body: harness.json(
+            ["upload_id": uploadID, "steps": 4, "batch_size": 4, "method": "lora", "lora_targets": [free.0], "lora_rank": 2]))
+        XCTAssertEqual(created.status, 201, created.text)
+        let jobID = try XCTUnwrap(created.json["id"] as? String)
+        let events = try await harness.request("GET", "/v1/jobs/\(jobID)/events", token: alice)
+        XCTAssert(events.text.contains("\"state\":\"succeeded\""), events.text)
+
+        let folder = harness.root.appendingPathComponent("downloaded-adapter")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for name in [PEFTAdapter.weightsFileName, PEFTAdapter.configurationFileName] {
+            let file = try await harness.request("GET", "/v1/jobs/\(jobID)/adapter/\(name)", token: alice)
+            XCTAssertEqual(file.status, 200, file.text)
+            XCTAssertEqual(file.headers["x-content-sha256"], sha256Hex(file.body))
+            try file.body.write(to: folder.appendingPathComponent(name))
+        }
+        let delta = try await harness.request("GET", "/v1/jobs/\(jobID)/delta", token: alice)
+        XCTAssertEqual(delta.body, try Data(contentsOf: folder.appendingPathComponent(PEFTAdapter.weightsFileName)), "a LoRA job's delta is its adapter")
+        let report = try await harness.request("GET", "/v1/jobs/\(jobID)/report", token: alice).json
+        XCTAssertEqual(report["guarded_tensors_bit_identical"] as? Bool, true)
+        XCTAssertEqual(report["lora_targets"] as? [String], [free.0])
+        XCTAssertEqual(report["adapter_config_sha256"] as? String, sha256Hex(try Data(contentsOf: folder.appendingPathComponent(PEFTAdapter.configurationFileName))))
+
+        let adapter = try PEFTAdapter(directory: folder)
+        XCTAssertEqual(adapter.modules, [free.0])
+        XCTAssertEqual(adapter.configuration.rank, 2)
+        try base.apply(harness.manifest.plan)
+        try adapter.attach(to: base)
+        XCTAssertGreaterThan(adapter.tensors["\(free.0).lora_B.weight"]!.scalars.map(abs).max()!, 0, "B trained away from zero")
+        try base.mergeLowRankAdapters()
+        XCTAssertEqual(try harness.manifest.changedTensors(in: base), [], "the adapter changes no guarded tensor")
+    }
+
     /// One slot, Alice queues three jobs and then Bob one: Bob's job runs second, not fourth.
     func testQueueIsFairAcrossUsers() async throws {
         let harness = try ServiceHarness()

@@ -27,12 +27,7 @@ extension Module {
         let modules = namedModules()
         let adaptable = modules.filter { $0.module is any LowRankAdaptable && !$0.name.isEmpty }.map(\.name)
         let attentions = Set(modules.filter { $0.module is MultiheadAttention }.map(\.name))
-        var selected = Set<String>()
-        for pattern in patterns {
-            let matched = adaptable.filter { Glob.matches($0, pattern: pattern) }
-            guard !matched.isEmpty else { throw .patternMatchedNothing(pattern: pattern, closest: closestNames(to: pattern, among: adaptable)) }
-            selected.formUnion(matched)
-        }
+        var selected = Set(try LowRankTargets.select(patterns, among: adaptable))
         for attention in attentions where selected.contains(attention) { selected.insert(attention + ".out_proj") }
         // PEFT adapts an attention module's out_proj only together with its in-projection.
         if let lone = selected.first(where: { name in
@@ -113,5 +108,21 @@ extension Module {
         for (name, parameter) in namedParameters() where !adapterTensors.contains(name) && !parameter.isFrozen {
             parameter.isFrozen = true
         }
+    }
+}
+
+/// Glob selection of adaptable layers by name, for callers that hold names rather than a model (the
+/// service validates a job's targets against its base's layer names).
+public enum LowRankTargets {
+    /// The names among `adaptable` that match one of `patterns` (FreezePlan's globs), in `adaptable`'s
+    /// order; each pattern must match one.
+    public static func select(_ patterns: [String], among adaptable: [String]) throws(LoRAError) -> [String] {
+        var selected = Set<String>()
+        for pattern in patterns {
+            let matched = adaptable.filter { Glob.matches($0, pattern: pattern) }
+            guard !matched.isEmpty else { throw .patternMatchedNothing(pattern: pattern, closest: closestNames(to: pattern, among: adaptable)) }
+            selected.formUnion(matched)
+        }
+        return adaptable.filter { selected.contains($0) }
     }
 }
