@@ -74,6 +74,14 @@ final class LoRATests: XCTestCase {
         XCTAssertTrue(model.lowRankAdapters().isEmpty, file: file, line: line)
         XCTAssertEqual(Set(model.namedParameters().map(\.name)), Set(base.keys), "merged: the base's tensor names", file: file, line: line)
         assertClose(GradientRecording.withoutRecording { forward(model, x) }, adapted, tolerance: 1e-5, "\(name) merged", file: file, line: line)
+        // Unmerging takes ΔW back out (within rounding) and re-attaches the adapters.
+        XCTAssertEqual(try model.unmergeLowRankAdapters().count, adapter.modules.count, file: file, line: line)
+        XCTAssertEqual(model.lowRankAdapters().count, adapter.modules.count, file: file, line: line)
+        for (tensorName, _) in base where !tensorName.contains("lora_") {
+            let restored = model.parameter(named: tensorName)!.value, original = base[tensorName]!.map(Float.init(bitPattern:))
+            assertClose(restored, Tensor(shape: restored.shape, scalars: original), tolerance: 1e-5, "\(tensorName) after unmerge", file: file, line: line)
+        }
+        assertClose(GradientRecording.withoutRecording { forward(model, x) }, adapted, tolerance: 1e-5, "\(name) unmerged", file: file, line: line)
     }
 
     func testMLPAdapterMatchesPEFT() throws {

@@ -89,7 +89,29 @@ extension Module {
         let byName = Dictionary(namedModules().map { ($0.name, $0.module) }, uniquingKeysWith: { a, _ in a })
         for (name, _) in adapted { try Self.refuseGuarded(byName[name] as! any LowRankAdaptable, name: name) }
         for (name, _) in adapted { (byName[name] as! any LowRankAdaptable).mergeAdapter() }
+        mergedAdapters += adapted
         return adapted.map(\.module)
+    }
+
+    /// Takes the adapters ``mergeLowRankAdapters()`` merged back out of the weights (W − ΔW, each
+    /// rounded once, as PEFT's unmerge does) and attaches them again. Refuses, changing nothing, when
+    /// a guard now freezes one of those weights.
+    @discardableResult
+    public func unmergeLowRankAdapters() throws(LoRAError) -> [String] {
+        let byName = Dictionary(namedModules().map { ($0.name, $0.module) }, uniquingKeysWith: { a, _ in a })
+        for (name, _) in mergedAdapters {
+            guard let layer = byName[name] as? any LowRankAdaptable else { throw .unknownModule(name: name, closest: []) }
+            try Self.refuseGuarded(layer, name: name)
+        }
+        for (name, adapter) in mergedAdapters {
+            let layer = byName[name] as! any LowRankAdaptable
+            let delta = GradientRecording.withoutRecording { adapter.weightDelta() }
+            let weight = layer.adaptedWeights[0].parameter
+            weight.value = Tensor(shape: weight.shape, scalars: zip(weight.value.scalars, delta.scalars).map { $0 - $1 })
+            layer.attach(adapter)
+        }
+        defer { mergedAdapters = [] }
+        return mergedAdapters.map(\.module)
     }
 
     /// Removes every adapter; the base weights are untouched.

@@ -15,6 +15,9 @@ import PermafrostTensor
 open class Module {
     private var ownParameters: [(name: String, parameter: Parameter)] = []
     private var children: [(name: String, module: Module)] = []
+    /// Adapters merged into this tree's weights by ``mergeLowRankAdapters()``, so that
+    /// ``unmergeLowRankAdapters()`` can take them out again.
+    var mergedAdapters: [(module: String, adapter: LowRankAdapter)] = []
     /// Training mode (dropout active). Set for a whole tree with ``setTraining(_:)``.
     public private(set) var isTraining = true
 
