@@ -7,6 +7,7 @@ Writes gzip'd IDX files (the MNIST "ubyte" format):
   Data/mnist/          MNIST digits: the first 20,000 training images and all 10,000 test images.
   Data/fashion-mnist/  Fashion-MNIST, classes 1 (trouser), 7 (sneaker) and 8 (bag) only, original
                        labels kept: from the first 10,000 training and 3,000 test images.
+  Data/rt-snippets/    the review snippets (train.tsv, test.tsv), gzip'd unchanged.
 The output is deterministic (gzip mtime 0), so re-running reproduces the committed bytes.
 """
 import gzip
@@ -51,4 +52,9 @@ for split, limit in [("train", 20_000), ("t10k", None)]:
 for split in ["train", "t10k"]:
     images, labels, shape = subset("fashion-mnist", split, keep={1, 7, 8})
     write_idx(ROOT / "Data" / "fashion-mnist" / split, images, labels, shape)
+for split in ["train", "test"]:
+    (ROOT / "Data" / "rt-snippets").mkdir(parents=True, exist_ok=True)
+    with open(ROOT / "Data" / "rt-snippets" / f"{split}.tsv.gz", "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as out:
+            out.write((SOURCE / "rt-snippets" / f"{split}.tsv").read_bytes())
 print("wrote", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "Data").rglob("*.gz")))

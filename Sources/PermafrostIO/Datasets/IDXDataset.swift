@@ -12,6 +12,7 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
     case notFound(String)
     case temporaryFile(String)
     case invalidMapping(String)
+    case invalidTable(String)
 
     public var description: String {
         switch self {
@@ -24,6 +25,7 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible {
         case let .notFound(reason): return reason
         case let .temporaryFile(reason): return "the on-disk image cache failed: \(reason)"
         case let .invalidMapping(reason): return reason
+        case let .invalidTable(reason): return reason
         }
     }
 }
