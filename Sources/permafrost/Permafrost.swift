@@ -7,7 +7,7 @@ struct Permafrost: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "permafrost",
         abstract: "Selective tensor freezing for fine-tuning: guard masks, dynamic freezing, and the engine under them.",
-        subcommands: [Demo.self, Pretrain.self, Sample.self, Evaluate.self, ClassifierCommand.self, GuardCommand.self, Finetune.self, AdapterCommand.self, TaskVectorCommand.self, FederatedCommand.self, GatesCommand.self, UNetCommand.self, CheckpointCommand.self, Serve.self, Bench.self]
+        subcommands: [Demo.self, Pretrain.self, Sample.self, Evaluate.self, ClassifierCommand.self, GuardCommand.self, Finetune.self, AdapterCommand.self, TaskVectorCommand.self, FederatedCommand.self, GatesCommand.self, TextCommand.self, UNetCommand.self, CheckpointCommand.self, Serve.self, Bench.self]
     )
 }
 
