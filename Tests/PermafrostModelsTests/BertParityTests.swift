@@ -51,6 +51,16 @@ final class BertParityTests: XCTestCase {
                 XCTAssert("\(error)".contains(key), "the error for \(key) must name it: \(error)")
             }
         }
+        // A checkpoint without one of the model's tensors is refused, naming it.
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("bert-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try Data(contentsOf: fixtureURL("bert_tiny/config.json")).write(to: folder.appendingPathComponent("config.json"))
+        let full = try SafetensorsFile(contentsOf: fixtureURL("bert_tiny/model.safetensors"))
+        let kept = try full.names.filter { $0 != "bert.encoder.layer.1.output.dense.weight" }.map { (name: $0, tensor: try full.tensor(named: $0)) }
+        try SafetensorsWriter.write(kept, to: folder.appendingPathComponent("model.safetensors"))
+        XCTAssertThrowsError(try BertModel(directory: folder)) { error in
+            XCTAssert("\(error)".contains("encoder.layer.1.output.dense.weight"), "the error must name the missing tensor: \(error)")
+        }
         var missing = base
         missing["vocab_size"] = nil
         XCTAssertThrowsError(try BertConfig(json: JSONSerialization.data(withJSONObject: missing))) { error in XCTAssert("\(error)".contains("vocab_size")) }
