@@ -138,7 +138,7 @@ public enum FederatedLoRA {
         }
         for (name, parameter) in adapters { parameter.value = global[name]! }
         model.setTraining(false)
-        let accuracy = try Self.accuracy(model, on: test)
+        let accuracy = try classificationAccuracy(on: test) { model($0) }
         let perClient = shards.map(\.count).min() ?? 1
         let epsilon = settings.dp.map {
             PrivacyAccountant.epsilon(samplingRate: Double(settings.batch) / Double(perClient), noiseMultiplier: Double($0.noiseMultiplier),
@@ -146,21 +146,6 @@ public enum FederatedLoRA {
         }
         return Result(method: method, seed: Int(settings.seed), noiseMultiplier: settings.dp?.noiseMultiplier, testAccuracy: accuracy,
                       epsilon: epsilon, uploadedParameters: uploaded)
-    }
-
-    static func accuracy(_ model: Sequential, on data: LabeledImages) throws -> Double {
-        var correct = 0
-        try GradientRecording.withoutRecording {
-            for start in stride(from: 0, to: data.count, by: 1000) {
-                let indices = Array(start..<min(start + 1000, data.count))
-                let logits = model(try data.batch(indices, range: -1...1)).scalars
-                for (row, index) in indices.enumerated() {
-                    let scores = Array(logits[(row * 10)..<((row + 1) * 10)])
-                    if scores.indices.max(by: { scores[$0] < scores[$1] }) == data.labels[index] { correct += 1 }
-                }
-            }
-        }
-        return Double(correct) / Double(max(data.count, 1))
     }
 
     /// Mean test accuracy and ε over seeds, one row per (method, noise).

@@ -20,6 +20,30 @@ public func forEachShuffledBatch<Source: LabeledImageSource>(of data: Source, ba
     }
 }
 
+/// The index of the largest value in each row of `logits` (`[rows, classes]`).
+public func rowArgmax(_ logits: Tensor) -> [Int] {
+    let classes = logits.shape.last ?? 1
+    return logits.withUnsafeBufferPointer { p in
+        (0..<(p.count / classes)).map { row in
+            let values = p[(row * classes)..<((row + 1) * classes)]
+            return values.indices.max { values[$0] < values[$1] }! - row * classes
+        }
+    }
+}
+
+/// The share of `data` whose label is the argmax of `logits` (a model's forward pass on images in
+/// −1…1), evaluated `batch` images at a time without a tape.
+public func classificationAccuracy(on data: LabeledImages, batch: Int = 1000, _ logits: (Tensor) -> Tensor) throws -> Double {
+    var correct = 0
+    for start in stride(from: 0, to: data.count, by: batch) {
+        let indices = Array(start..<min(start + batch, data.count))
+        let images = try data.batch(indices, range: -1...1)
+        let predicted = rowArgmax(GradientRecording.withoutRecording { logits(images) })
+        correct += zip(predicted, indices).filter { $0 == data.labels[$1] }.count
+    }
+    return Double(correct) / Double(max(data.count, 1))
+}
+
 /// Why a classifier could not be trained or grown.
 public enum ClassifierTrainingError: Error, CustomStringConvertible {
     case notADigitsClassifier(classes: Int)

@@ -95,13 +95,7 @@ public final class ImageClassifier: Module {
         for start in stride(from: 0, to: count, by: batch) {
             let end = Swift.min(count, start + batch)
             let input = try images(start..<end)
-            let scores = GradientRecording.withoutRecording { logits(input) }
-            scores.withUnsafeBufferPointer { p in
-                for row in 0..<(end - start) {
-                    let values = p[(row * classes)..<((row + 1) * classes)]
-                    result.append(values.indices.max { values[$0] < values[$1] }! - row * classes)
-                }
-            }
+            result += rowArgmax(GradientRecording.withoutRecording { logits(input) })
         }
         return result
     }

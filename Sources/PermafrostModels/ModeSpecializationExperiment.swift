@@ -82,18 +82,7 @@ public enum ModeSpecializationExperiment {
     static func accuracy(_ model: Sequential, on data: LabeledImages) throws -> Double {
         model.setTraining(false)
         defer { model.setTraining(true) }
-        var correct = 0
-        try GradientRecording.withoutRecording {
-            for start in stride(from: 0, to: data.count, by: 1000) {
-                let indices = Array(start..<min(start + 1000, data.count))
-                let logits = model(try data.batch(indices, range: -1...1)).scalars
-                for (row, index) in indices.enumerated() {
-                    let scores = logits[(row * 10)..<((row + 1) * 10)]
-                    if scores.indices.max(by: { scores[$0] < scores[$1] })! - row * 10 == data.labels[index] { correct += 1 }
-                }
-            }
-        }
-        return Double(correct) / Double(max(data.count, 1))
+        return try classificationAccuracy(on: data) { model($0) }
     }
 
     /// Per unit of each gate, the share of `data`'s first 2,000 images on which it is active.

@@ -79,19 +79,7 @@ public enum TaskArithmeticExperiment {
     }
 
     static func accuracy(_ encoder: Sequential, _ head: Linear, on data: LabeledImages) throws -> Double {
-        var correct = 0
-        try GradientRecording.withoutRecording {
-            for start in stride(from: 0, to: data.count, by: 500) {
-                let indices = Array(start..<min(start + 500, data.count))
-                let logits = head(encoder(flat(try data.batch(indices, range: -1...1)))).scalars
-                let classes = head.weight.shape[0]
-                for (row, index) in indices.enumerated() {
-                    let scores = logits[(row * classes)..<((row + 1) * classes)]
-                    if scores.indices.max(by: { scores[$0] < scores[$1] })! - row * classes == data.labels[index] { correct += 1 }
-                }
-            }
-        }
-        return Double(correct) / Double(max(data.count, 1))
+        try classificationAccuracy(on: data, batch: 500) { head(encoder(flat($0))) }
     }
 
     /// Runs every seed and λ; `progress` gets a line per finished fine-tune.

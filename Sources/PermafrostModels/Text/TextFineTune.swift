@@ -105,11 +105,8 @@ public enum TextFineTune {
         try GradientRecording.withoutRecording {
             for start in stride(from: 0, to: test.count, by: 64) {
                 let rows = Array(start..<min(start + 64, test.count))
-                let logits = model.logits(batch(rows.map { test.texts[$0] }, tokenizer: tokenizer)).scalars
-                for (r, row) in rows.enumerated() {
-                    let scores = logits[(r * labels.count)..<((r + 1) * labels.count)]
-                    if scores.indices.max(by: { scores[$0] < scores[$1] })! - r * labels.count == testTargets[row] { correct += 1 }
-                }
+                let predicted = rowArgmax(model.logits(batch(rows.map { test.texts[$0] }, tokenizer: tokenizer)))
+                correct += zip(predicted, rows).filter { $0 == testTargets[$1] }.count
             }
         }
         return TextFineTuneReport(labels: labels, trainSentences: train.count, testSentences: test.count, steps: total,

@@ -86,8 +86,23 @@ public protocol LowRankAdaptable: Module {
     func makeAdapter(_ configuration: LoRAConfiguration, generator: inout PhiloxGenerator) throws(LoRAError) -> LowRankAdapter
     /// Attaches `adapter` (replacing any other) or, with nil, removes the adapter.
     func attach(_ adapter: LowRankAdapter?)
-    /// Adds the adapter's ΔW to the adapted weights and removes the adapter.
-    func mergeAdapter()
+}
+
+extension LowRankAdaptable {
+    /// Adds the adapter's ΔW to the adapted weight and removes the adapter.
+    public func mergeAdapter() {
+        guard let adapter else { return }
+        let weight = adaptedWeights[0].parameter
+        weight.value = (weight.value + GradientRecording.withoutRecording { adapter.weightDelta() }).detached()
+        attach(nil)
+    }
+
+    /// Takes ΔW of `adapter` (merged earlier) back out of the adapted weight and attaches it again.
+    func unmerge(_ adapter: LowRankAdapter) {
+        let weight = adaptedWeights[0].parameter
+        weight.value = (weight.value - GradientRecording.withoutRecording { adapter.weightDelta() }).detached()
+        attach(adapter)
+    }
 }
 
 extension Module {
@@ -109,12 +124,6 @@ extension Linear: LowRankAdaptable {
         up.weight.value = Tensor.zeros(up.weight.shape)
         return LowRankAdapter(down: down, up: up, configuration: configuration, seed: UInt64(generator.nextUInt32()))
     }
-
-    public func mergeAdapter() {
-        guard let adapter else { return }
-        weight.value = (weight.value + GradientRecording.withoutRecording { adapter.weightDelta() }).detached()
-        attach(nil)
-    }
 }
 
 extension Conv2d: LowRankAdaptable {
@@ -133,12 +142,6 @@ extension Conv2d: LowRankAdaptable {
         up.weight.value = Tensor.zeros(up.weight.shape)
         return LowRankAdapter(down: down, up: up, configuration: configuration, seed: UInt64(generator.nextUInt32()))
     }
-
-    public func mergeAdapter() {
-        guard let adapter else { return }
-        weight.value = (weight.value + GradientRecording.withoutRecording { adapter.weightDelta() }).detached()
-        attach(nil)
-    }
 }
 
 extension MultiheadAttention: LowRankAdaptable {
@@ -152,12 +155,6 @@ extension MultiheadAttention: LowRankAdaptable {
         let up = Linear(configuration.rank, 3 * embedDimension, bias: false, generator: &generator)
         up.weight.value = Tensor.zeros(up.weight.shape)
         return LowRankAdapter(down: down, up: up, configuration: configuration, seed: UInt64(generator.nextUInt32()))
-    }
-
-    public func mergeAdapter() {
-        guard let adapter else { return }
-        inProjectionWeight.value = (inProjectionWeight.value + GradientRecording.withoutRecording { adapter.weightDelta() }).detached()
-        attach(nil)
     }
 
     /// The in-projection weight the forward pass uses: PEFT merges the adapter into it (no dropout).

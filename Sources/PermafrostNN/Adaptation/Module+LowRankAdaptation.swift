@@ -103,13 +103,7 @@ extension Module {
             guard let layer = byName[name] as? any LowRankAdaptable else { throw .unknownModule(name: name, closest: []) }
             try Self.refuseGuarded(layer, name: name)
         }
-        for (name, adapter) in mergedAdapters {
-            let layer = byName[name] as! any LowRankAdaptable
-            let delta = GradientRecording.withoutRecording { adapter.weightDelta() }
-            let weight = layer.adaptedWeights[0].parameter
-            weight.value = Tensor(shape: weight.shape, scalars: zip(weight.value.scalars, delta.scalars).map { $0 - $1 })
-            layer.attach(adapter)
-        }
+        for (name, adapter) in mergedAdapters { (byName[name] as! any LowRankAdaptable).unmerge(adapter) }
         defer { mergedAdapters = [] }
         return mergedAdapters.map(\.module)
     }
