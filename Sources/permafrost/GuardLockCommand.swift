@@ -28,6 +28,7 @@ extension GuardCommand {
         @Option(help: "Weight α of the permitted loss after a permitted attack.") var permittedWeight: Float = 2
         @Option(help: "Weight β of the retain loss on the base's own digits.") var retainWeight: Float = 10
         @Option(help: "Retain-only steps on the frozen tensors after each lock step.") var retainSteps: Int = 0
+        @Option(help: "λ of a pull of the frozen tensors towards the base's values after each step (0: none).") var proximal: Float = 0
         @Option(help: "Persistent attackers (0: every simulated attack starts from the published values).") var attackers: Int = 0
         @Option(help: "Steps a persistent attacker trains in all, drawn log-uniformly from this range.") var attackHorizon: String = "5-300"
         @Flag(help: "Retain by the denoising loss instead of distilling the base's own noise predictions.") var denoisingRetain = false
@@ -44,7 +45,7 @@ extension GuardCommand {
             try engine.apply()
             var settings = LockSettings(), horizon = try parsePositive(attackHorizon, name: "--attack-horizon")
             settings.steps = steps; settings.learningRate = learningRate; settings.suppressionCap = cap; settings.permittedWeight = permittedWeight; settings.seed = seed
-            settings.retainWeight = retainWeight; settings.retainSteps = retainSteps; settings.attackers = attackers; settings.attackHorizon = horizon.min()!...horizon.max()!
+            settings.retainWeight = retainWeight; settings.retainSteps = retainSteps; settings.proximalWeight = proximal > 0 ? proximal : nil; settings.attackers = attackers; settings.attackHorizon = horizon.min()!...horizon.max()!
             var job = DiffusionLockJob(base: URL(fileURLWithPath: base), manifest: try self.guard.map { try GuardManifest.load(from: URL(fileURLWithPath: $0)) },
                                        guardProtocol: try GuardProtocol.option(`protocol`), settings: settings, output: URL(fileURLWithPath: output))
             job.batchSize = batch; job.distillRetain = !denoisingRetain; job.retainWeighting = retainCleanImageCap > 0 ? .cleanImage(cap: retainCleanImageCap) : .uniform

@@ -191,6 +191,23 @@ final class GuardLockTests: XCTestCase {
         XCTAssertLessThan(with, 0.7 * without, "retain loss with reinforcement \(with), without \(without)")
     }
 
+    func testProximalPullKeepsTheFrozenTensorsNearerTheBase() throws {
+        let problem = Problem(seed: 1)
+        let frozen: Set<String> = ["0.weight", "0.bias", "2.weight"]
+        func distanceAfterLock(proximal: Float?) throws -> Float {
+            let model = mlp(seed: 2)
+            let before = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.name, $0.parameter.value) })
+            var s = settings(steps: 60)
+            s.proximalWeight = proximal
+            try GuardLock(model: model, frozen: frozen, settings: s).lock(task(model, problem))
+            return model.namedParameters().filter { frozen.contains($0.name) }
+                .map { ($0.parameter.value - before[$0.name]!).squared().sum().scalar }.reduce(0, +).squareRoot()
+        }
+        let free = try distanceAfterLock(proximal: nil), pulled = try distanceAfterLock(proximal: 20)
+        XCTAssertGreaterThan(free, 0)
+        XCTAssertLessThan(pulled, 0.5 * free, "distance from the base with the pull \(pulled), without \(free)")
+    }
+
     func testRefusesWhatItCannotLock() throws {
         let model = mlp(seed: 1)
         XCTAssertThrowsError(try GuardLock(model: model, frozen: [], settings: LockSettings())) { XCTAssertEqual($0 as? GuardLockError, .emptyFrozenSet) }

@@ -76,6 +76,12 @@ public struct LockSettings: Codable, Sendable, Equatable {
     /// gradient at the attacked weights is applied to the published ones (first-order MAML) — the
     /// `lock-only` baseline that tells what enforcement adds.
     public var enforced = true
+    /// λ of a proximal pull of F towards the base's values (L2-SP, decoupled as AdamW decouples weight
+    /// decay): after every outer step θ_F ← θ_F − rate·λ·(θ_F − θ_F⁰). Why: Adam normalises every
+    /// element's step, so elements the trap does not need drift with the noise of the losses' batch
+    /// estimates — a lock moved F by a quarter of its norm — and that drift, not the trap, costs the
+    /// base its quality. nil (or 0) pulls nothing.
+    public var proximalWeight: Float?
 
     public init() {}
 
@@ -106,7 +112,8 @@ public struct LockSettings: Codable, Sendable, Equatable {
          "lock_restricted_only_share": "\(restrictedOnlyShare)", "lock_label_variants": "\(labelVariants)",
          "lock_suppression_cap": "\(suppressionCap)", "lock_permitted_weight": "\(permittedWeight)", "lock_retain_weight": "\(retainWeight)",
          "lock_seed": "\(seed)", "lock_retain_steps": "\(retainSteps)", "lock_attackers": "\(attackers)",
-         "lock_attack_horizon": "\(attackHorizon.lowerBound)-\(attackHorizon.upperBound)", "lock_enforced": "\(enforced)"]
+         "lock_attack_horizon": "\(attackHorizon.lowerBound)-\(attackHorizon.upperBound)", "lock_enforced": "\(enforced)",
+         "lock_proximal_weight": "\(proximalWeight ?? 0)"]
     }
 }
 
@@ -184,6 +191,8 @@ public final class GuardLock {
     /// What holds still while F's gradient is taken.
     private let fixed: Set<String>
     private var attackers: [Attacker?]
+    /// F's values before the lock, which ``LockSettings/proximalWeight`` pulls towards.
+    private let anchor: [String: Tensor]
 
     /// A simulated user who keeps training across outer steps: U's values and the optimizer's state.
     final class Attacker {
@@ -212,6 +221,7 @@ public final class GuardLock {
         outer = Adam(learningRate: settings.learningRate)
         reinforcement = Adam(learningRate: settings.learningRate)
         attackers = Array(repeating: nil, count: Swift.max(settings.attackers, 0))
+        anchor = Dictionary(uniqueKeysWithValues: parameters.filter { frozen.contains($0.name) }.map { ($0.name, $0.parameter.value) })
     }
 
     /// Runs the remaining outer steps (or those up to `stoppingAfter`, for a time-boxed run), saving
@@ -277,6 +287,13 @@ public final class GuardLock {
             let (value, gradients) = try gradientOfFrozen { task.retain(base + 3600 + UInt64(k)) }
             guard value.isFinite else { throw GuardLockError.nonFiniteLoss(step: step) }
             try reinforcement.step(model, gradients: gradients)
+        }
+        if let weight = settings.proximalWeight, weight > 0 {
+            let pull = Swift.min(settings.learningRate * weight, 1)
+            for (name, parameter) in model.namedParameters() {
+                guard let origin = anchor[name] else { continue }
+                parameter.value = parameter.value - (parameter.value - origin) * pull
+            }
         }
         return LockProgress(step: step + 1, totalSteps: settings.steps, attack: attack, attackDepth: attacker.depth,
                             restrictedLoss: restricted, permittedLoss: permitted, retainLoss: retain)
