@@ -61,7 +61,8 @@ public enum BenchPrinter {
         }
         let header = ["bench", "config", "ours", peerName ?? "peer", "unit", "ratio"]
         let table = rows.map { row in
-            [row.bench, row.config, format(row.ours), row.peer.map(format) ?? "—", row.unit,
+            // A cosine near 1 needs its digits: "1" would hide a 0.9996.
+            [row.bench, row.config, row.unit == "cosine" ? String(format: "%.6f", row.ours) : format(row.ours), row.peer.map(format) ?? "—", row.unit,
              row.ratio.map { String(format: "%.3f", $0) } ?? "—"]
         }
         let widths = header.indices.map { column in ([header] + table).map { $0[column].count }.max() ?? 0 }

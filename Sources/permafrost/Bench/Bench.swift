@@ -10,6 +10,6 @@ struct Bench: ParsableCommand {
         reports medians. Without torch the peer column is empty. With --json every row is one JSON object \
         per line: bench, config, ours, peer, unit, ratio (below 1.0 means we are faster).
         """,
-        subcommands: [GEMMBench.self, TrainBench.self, FreezeBench.self, LoRABench.self, FreezeWorker.self]
+        subcommands: [GEMMBench.self, TrainBench.self, FreezeBench.self, LoRABench.self, TextBench.self, FreezeWorker.self, TextWorker.self]
     )
 }
