@@ -55,18 +55,18 @@ struct GuardCommand: ParsableCommand {
         )
         @Argument(help: "Guard manifest.") var manifest: String
         @Option(help: "Trusted publisher public key file (without it, the key embedded in the manifest is used).") var publicKey: String?
-        @Option(help: "Base UNet folder (or safetensors file) the guard must belong to.") var base: String?
+        @Option(help: "Base model folder (a diffusers UNet or a BERT; or its safetensors file) the guard must belong to.") var base: String?
         @Option(help: "A model folder or full checkpoint whose guarded tensors must equal the base bit for bit.") var model: String?
         func run() throws {
             let guardManifest = try GuardManifest.load(from: URL(fileURLWithPath: manifest))
             try guardManifest.verifySignature(trustedKey: try publicKey.map { try GuardKeys.publicKey(from: URL(fileURLWithPath: $0)) })
             print("signature: ok (\(guardManifest.publicKey ?? ""))\(publicKey == nil ? " — embedded key; pass --public-key to pin the publisher" : "")")
             if let base {
-                try guardManifest.verifyBase(UNet2DModel.weightsURL(base))
+                try guardManifest.verifyBase(try ModelFamily(path: base).weightsURL(base))
                 print("base: ok (\(guardManifest.baseSHA256))")
             }
             if let model {
-                let changed = try guardManifest.changedTensors(in: try SafetensorsFile(contentsOf: UNet2DModel.weightsURL(model)))
+                let changed = try guardManifest.changedTensors(in: try SafetensorsFile(contentsOf: try ModelFamily(path: model).weightsURL(model)))
                 guard changed.isEmpty else { throw GuardError.tensorChanged(names: changed) }
                 print("model: ok (\(guardManifest.frozen.count) guarded tensors bit-identical to the base)")
             }

@@ -15,12 +15,17 @@ extension GuardCommand {
             and on each permitted domain with identical settings, then measures recognition rate and FID of the samples.
             Writes report.json, report.md, frontier.png, grid-*.png and the signed guards.
 
+            A BERT base takes the text protocol: at each ratio a learnt guard and a random mask over the encoder, each and full \
+            fine-tuning run on the user's half of the review snippets (one epoch, three labels); plot recall (restricted) and \
+            sentiment accuracy (permitted) on the test split. Writes report.json, report.md and the guards.
+
             Example: permafrost guard evaluate --base Models/base-0-5 --classifier Models/classifier.safetensors --protocol far --output runs/far
+                     permafrost guard evaluate --base Models/all-MiniLM-L6-v2 --ratios 0.5 --output runs/text-guard
             """
         )
-        @Option(help: "Base UNet folder (pretrained on digits 0–5, 16 slots).") var base: String
-        @Option(help: "13-class evaluation classifier (`permafrost classifier train --fashion 1,7,8`).") var classifier: String
-        @Option(help: "near or far.") var `protocol`: String = "far"
+        @Option(help: "Base folder: a UNet pretrained on digits 0–5 (16 slots), or a BERT (the text protocol).") var base: String
+        @Option(help: "13-class evaluation classifier (`permafrost classifier train --fashion 1,7,8`); UNet protocols only.") var classifier: String?
+        @Option(help: "near or far (a BERT base: text).") var `protocol`: String = "far"
         @Option(help: "Target freeze ratios (fractions of parameters).") var ratios: String = "0.3,0.5,0.7,0.9"
         @Option(help: "Methods: none,full,guard,random,magnitude,contrast (contrast: the tensors that move most under restricted relative to permitted fine-tuning).") var methods: String = "none,full,guard,random,magnitude"
         @Option(help: "Random-mask seeds.") var randomSeeds: Int = 3
@@ -38,6 +43,8 @@ extension GuardCommand {
 
         func run() throws {
             try engine.apply()
+            if try ModelFamily(path: base) == .bert { return try evaluateText() }
+            guard let classifier else { throw ValidationError("--classifier: the image protocols score samples with a classifier") }
             var scale = EvaluationScale()
             scale.ratios = try ratios.split(separator: ",").map { guard let v = Double($0), v > 0, v < 1 else { throw ValidationError("--ratios: fractions in (0, 1)") }; return v }
             scale.methods = Set(methods.split(separator: ",").map(String.init))
@@ -61,6 +68,30 @@ extension GuardCommand {
                                        settings: scale.reportSettings, to: out)
             print(markdownTable(results))
             print("wrote \(out.path)/report.json, report.md, frontier.png, grid-*.png")
+        }
+
+        func evaluateText() throws {
+            var evaluation = TextGuardEvaluation(baseDirectory: URL(fileURLWithPath: base), textProtocol: try TextGuardProtocol(try dataOptions.shipped()))
+            evaluation.ratios = try ratios.split(separator: ",").map { guard let v = Double($0), v > 0, v < 1 else { throw ValidationError("--ratios: fractions in (0, 1)") }; return v }
+            evaluation.methods = Set(methods.split(separator: ",").map(String.init))
+            evaluation.learner.steps = guardSteps; evaluation.learner.maskLearningRate = maskLearningRate; evaluation.learner.ratioControl = ratioControl
+            let out = URL(fileURLWithPath: output)
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+            let signingKey = try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) }
+            var bar: ProgressBar?
+            var report = try evaluation.run(log: { note($0); bar = nil }, guardProgress: { p in
+                if bar == nil { bar = ProgressBar(total: p.totalSteps, label: "guard") }
+                bar?.update(p.step, detail: String(format: "L_r %.3f L_p %.3f", p.restrictedLoss, p.permittedLoss))
+            }) { ratio, manifest in
+                var manifest = manifest
+                if let signingKey { try manifest.sign(with: signingKey) }
+                try manifest.write(to: out.appendingPathComponent("guard-\(Int((ratio * 100).rounded())).json"))
+            }
+            report.command = "permafrost guard evaluate " + CommandLine.arguments.dropFirst(3).joined(separator: " ")
+            try AtomicFile.writeJSON(report, to: out.appendingPathComponent("report.json"))
+            try AtomicFile.write(Data((report.markdown + "\n").utf8), to: out.appendingPathComponent("report.md"))
+            print(report.markdown)
+            print("wrote \(out.path)/report.json, report.md, guard-*.json")
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PermafrostGuard
 import PermafrostIO
 import PermafrostModels
 import PermafrostTensor
@@ -14,7 +15,10 @@ struct TextCommand: ParsableCommand {
             abstract: "Fine-tune a BERT model (mean pooling + a classifier) on labelled sentences; report test accuracy, step time and memory.",
             discussion: """
             Data: the shipped review snippets (Data/rt-snippets) unless --train/--test name TSV files (label<TAB>text, header line). \
-            AdamW with linear warm-up (10%) and decay, as transformers' default.
+            AdamW with linear warm-up (10%) and decay, as transformers' default. With --guard (from `permafrost guard learn` \
+            on the same BERT folder) the guard's signature (against --publisher-key when given) and base digest must verify, \
+            its tensors stay enforced-frozen, and at the end they are checked bit-identical to the base. --output writes the \
+            fine-tuned encoder as a BERT folder (and the head as classifier.safetensors) for `guard verify --model`.
 
             Example: permafrost text finetune --model Models/all-MiniLM-L6-v2 --labels fresh,rotten --scheduler slimfit --report slim.json
             """)
@@ -30,6 +34,9 @@ struct TextCommand: ParsableCommand {
         @Flag(help: "Train the classifier head only.") var probe = false
         @Option(help: "Random seed.") var seed: UInt64 = 0
         @Option(help: "Write the JSON report here.") var report: String?
+        @Option(help: "Signed guard manifest to enforce.") var `guard`: String?
+        @Option(help: "Trusted publisher public key (pins the guard's signer).") var publisherKey: String?
+        @Option(help: "Write the fine-tuned encoder (a BERT folder) and head here.") var output: String?
         @OptionGroup var freezing: FreezingOptions
         @OptionGroup var dataOptions: DataOptions
         @OptionGroup var engine: EngineOptions
@@ -45,17 +52,24 @@ struct TextCommand: ParsableCommand {
             let trainSet = try load(train, split: "train"), testSet = try load(test, split: "test")
             guard trainSet.count >= batch else { throw ValidationError("only \(trainSet.count) training rows carry the labels \(wanted)") }
             let folder = URL(fileURLWithPath: model)
-            let classifier = try BertClassifier(directory: folder, classes: wanted.count, seed: seed)
+            let manifest = try self.guard.map { try GuardManifest.load(from: URL(fileURLWithPath: $0)) }
+            let fineTune: GuardedTextFineTune
+            do {
+                fineTune = try GuardedTextFineTune(baseDirectory: folder, labels: wanted, manifest: manifest,
+                                                   trustedPublisherKey: try publisherKey.map { try GuardKeys.publicKey(from: URL(fileURLWithPath: $0)) }, seed: seed)
+            } catch let error as GuardedFineTuneError { throw CLIError("refusing to fine-tune: \(error.description)") }
             var settings = TextFineTuneSettings()
             (settings.epochs, settings.batch, settings.learningRate, settings.maxLength, settings.seed) = (epochs, batch, learningRate, maxLength, seed)
             (settings.freeze, settings.linearProbe) = (freeze.map { $0.split(separator: ",").map(String.init) } ?? [], probe)
             (settings.slimFitBudget, settings.activationCompression) = (try freezing.slimFitBudget(), freezing.activationCompression)
             let bar = ProgressBar(total: epochs * (trainSet.count / batch), label: "text finetune")
-            var result = try TextFineTune.run(model: classifier, tokenizer: try WordPieceTokenizer(directory: folder), train: trainSet, test: testSet,
-                                              labels: wanted, settings: settings) { step, _, loss in bar.update(step, detail: String(format: "loss %.4f", loss)) }
+            var result = try fineTune.run(tokenizer: try WordPieceTokenizer(directory: folder), train: trainSet, test: testSet,
+                                          labels: wanted, settings: settings) { step, _, loss in bar.update(step, detail: String(format: "loss %.4f", loss)) }
             result.command = "permafrost " + CommandLine.arguments.dropFirst().joined(separator: " ")
             print(String(format: "test accuracy %.2f%% on %d sentences; %.3f s/step; peak RSS %.0f MB; %d trainable parameters", result.testAccuracy * 100,
                          result.testSentences, result.medianStepSeconds, result.peakRSSMegabytes, result.trainableParameters))
+            if let guarded = result.guardedTensors { print("guard: \(guarded) guarded tensors bit-identical to the base") }
+            if let output { try fineTune.save(to: URL(fileURLWithPath: output), baseDirectory: folder) }
             if let report { try AtomicFile.writeJSON(result, to: URL(fileURLWithPath: report)) }
         }
     }

@@ -40,11 +40,16 @@ public struct TextFineTuneReport: Codable, Sendable {
     public var frozenPatterns: [String]
     public var activationCompression: Bool
     public var command: String?
+    /// Accuracy on each label's test sentences.
+    public var perLabelAccuracy: [String: Double] = [:]
+    /// How many of the encoder's tensors a publisher's guard kept frozen (and proved unchanged).
+    public var guardedTensors: Int?
     enum CodingKeys: String, CodingKey {
         case labels, trainSentences = "train_sentences", testSentences = "test_sentences", steps, testAccuracy = "test_accuracy"
         case medianStepSeconds = "median_step_seconds", trainableParameters = "trainable_parameters", peakTensorBytes = "peak_tensor_bytes"
         case peakRSSMegabytes = "peak_rss_mb", scheduler, freezeBudget = "freeze_budget", linearProbe = "linear_probe"
         case frozenPatterns = "frozen_patterns", activationCompression = "activation_compression", command
+        case perLabelAccuracy = "per_label_accuracy", guardedTensors = "guarded_tensors"
     }
 }
 
@@ -101,12 +106,15 @@ public enum TextFineTune {
         }
         model.setTraining(false)
         defer { model.setTraining(true) }
-        var correct = 0
+        var correct = 0, labelCorrect = [Int](repeating: 0, count: labels.count), labelTotal = [Int](repeating: 0, count: labels.count)
         try GradientRecording.withoutRecording {
             for start in stride(from: 0, to: test.count, by: 64) {
                 let rows = Array(start..<min(start + 64, test.count))
                 let predicted = rowArgmax(model.logits(batch(rows.map { test.texts[$0] }, tokenizer: tokenizer)))
-                correct += zip(predicted, rows).filter { $0 == testTargets[$1] }.count
+                for (guess, row) in zip(predicted, rows) {
+                    labelTotal[testTargets[row]] += 1
+                    if guess == testTargets[row] { correct += 1; labelCorrect[testTargets[row]] += 1 }
+                }
             }
         }
         return TextFineTuneReport(labels: labels, trainSentences: train.count, testSentences: test.count, steps: total,
@@ -114,7 +122,9 @@ public enum TextFineTune {
                                   trainableParameters: model.trainableParameters().reduce(0) { $0 + $1.parameter.value.count }, peakTensorBytes: peak,
                                   peakRSSMegabytes: MemoryStatistics.peakResidentMegabytes, scheduler: settings.slimFitBudget == nil ? "none" : "slimfit",
                                   freezeBudget: settings.slimFitBudget, linearProbe: settings.linearProbe, frozenPatterns: settings.freeze,
-                                  activationCompression: settings.activationCompression != .none, command: nil)
+                                  activationCompression: settings.activationCompression != .none, command: nil,
+                                  perLabelAccuracy: Dictionary(uniqueKeysWithValues: labels.indices.filter { labelTotal[$0] > 0 }
+                                      .map { (labels[$0], Double(labelCorrect[$0]) / Double(labelTotal[$0])) }))
     }
 
     /// Sentences tokenised and padded to the longest of them.
