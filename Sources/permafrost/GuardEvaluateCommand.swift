@@ -82,6 +82,9 @@ extension GuardCommand {
             var report = try evaluation.run(log: { note($0); bar = nil }, guardProgress: { p in
                 if bar == nil { bar = ProgressBar(total: p.totalSteps, label: "guard") }
                 bar?.update(p.step, detail: String(format: "L_r %.3f L_p %.3f", p.restrictedLoss, p.permittedLoss))
+            }, fineTuneProgress: { step, total, loss in
+                if bar == nil { bar = ProgressBar(total: total, label: "fine-tune") }
+                bar?.update(step, detail: String(format: "loss %.4f", loss))
             }) { ratio, manifest in
                 var manifest = manifest
                 if let signingKey { try manifest.sign(with: signingKey) }

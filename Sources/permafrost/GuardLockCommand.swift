@@ -29,6 +29,8 @@ extension GuardCommand {
         @Option(help: "Weight β of the retain loss on the base's own digits.") var retainWeight: Float = 10
         @Option(help: "Retain-only steps on the frozen tensors after each lock step.") var retainSteps: Int = 0
         @Option(help: "λ of a pull of the frozen tensors towards the base's values after each step (0: none).") var proximal: Float = 0
+        @Option(help: "Steps of each simulated attack, drawn uniformly from this range.") var attackSteps: String = "3-5"
+        @Option(help: "The simulated attacks' learning rates (Adam; SGD-momentum ×10), drawn log-uniformly: LOW-HIGH.") var attackRates: String = "3e-4-3e-3"
         @Option(help: "Persistent attackers (0: every simulated attack starts from the published values).") var attackers: Int = 0
         @Option(help: "Steps a persistent attacker trains in all, drawn log-uniformly from this range.") var attackHorizon: String = "5-300"
         @Flag(help: "Retain by the denoising loss instead of distilling the base's own noise predictions.") var denoisingRetain = false
@@ -44,6 +46,9 @@ extension GuardCommand {
         func run() throws {
             try engine.apply()
             var settings = LockSettings(), horizon = try parsePositive(attackHorizon, name: "--attack-horizon")
+            let inner = try parsePositive(attackSteps, name: "--attack-steps")
+            settings.attackSteps = inner.min()!...inner.max()!
+            settings.attackLearningRate = try parseRateRange(attackRates)
             settings.steps = steps; settings.learningRate = learningRate; settings.suppressionCap = cap; settings.permittedWeight = permittedWeight; settings.seed = seed
             settings.retainWeight = retainWeight; settings.retainSteps = retainSteps; settings.proximalWeight = proximal > 0 ? proximal : nil; settings.attackers = attackers; settings.attackHorizon = horizon.min()!...horizon.max()!
             var job = DiffusionLockJob(base: URL(fileURLWithPath: base), manifest: try self.guard.map { try GuardManifest.load(from: URL(fileURLWithPath: $0)) },
@@ -58,4 +63,15 @@ extension GuardCommand {
             print("locked \(locked.frozen.count) tensors → \(output)/base, \(output)/guard.json\(key == nil ? " (unsigned: `permafrost guard sign`)" : ", signed")")
         }
     }
+}
+
+/// "3e-4-3e-3" → 3e-4...3e-3 (the separator is the dash that follows a digit, so exponents keep theirs).
+func parseRateRange(_ text: String) throws -> ClosedRange<Float> {
+    let characters = Array(text)
+    let split = characters.indices.dropFirst().first { characters[$0] == "-" && characters[$0 - 1].isNumber }
+    let parts = split.map { [String(characters[..<$0]), String(characters[($0 + 1)...])] } ?? [text, text]
+    guard let low = Float(parts[0]), let high = Float(parts[1]), low > 0, low <= high, high.isFinite else {
+        throw ValidationError("--attack-rates: LOW-HIGH with 0 < LOW ≤ HIGH (e.g. 3e-4-3e-3), got '\(text)'")
+    }
+    return low...high
 }

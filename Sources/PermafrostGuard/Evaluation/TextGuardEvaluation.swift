@@ -73,6 +73,7 @@ public struct TextGuardEvaluation {
 
     /// Runs every method; `saveGuard(ratio, manifest)` keeps each learnt guard (e.g. signed, on disk).
     public func run(log: (String) -> Void = { _ in }, guardProgress: (GuardProgress) -> Void = { _ in },
+                    fineTuneProgress: (_ step: Int, _ total: Int, _ loss: Float) -> Void = { _, _, _ in },
                     saveGuard: (Double, GuardManifest) throws -> Void = { _, _ in }) throws -> Report {
         let started = Date()
         let tokenizer = try WordPieceTokenizer(directory: baseDirectory)
@@ -83,7 +84,8 @@ public struct TextGuardEvaluation {
             log("fine-tuning: \(method)")
             let start = Date()
             let run = try GuardedTextFineTune(baseDirectory: baseDirectory, labels: TextGuardProtocol.labels, manifest: manifest, acceptUnsigned: true, seed: fineTune.seed)
-            let report = try run.run(tokenizer: tokenizer, train: user, test: textProtocol.test, labels: TextGuardProtocol.labels, settings: fineTune)
+            let report = try run.run(tokenizer: tokenizer, train: user, test: textProtocol.test, labels: TextGuardProtocol.labels, settings: fineTune,
+                                     progress: fineTuneProgress)
             let sentiment = TextGuardProtocol.labels.filter { $0 != TextGuardProtocol.restrictedLabel }
             var correct = 0.0, total = 0.0
             for label in sentiment {
