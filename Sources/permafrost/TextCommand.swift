@@ -88,7 +88,7 @@ struct TextCommand: ParsableCommand {
             let bert = try BertModel(directory: folder)
             bert.setTraining(false)
             var tokenizer = try WordPieceTokenizer(directory: folder)
-            (tokenizer.maxLength, tokenizer.padToLength) = (maxLength, nil)
+            (tokenizer.maxLength, tokenizer.padToLength) = (min(maxLength, bert.config.maxPositions), nil)
             while let line = readLine() {
                 let embedding = GradientRecording.withoutRecording { bert.meanPooled(TokenBatch([tokenizer.encode(line)])) }.scalars
                 let norm = max(embedding.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)

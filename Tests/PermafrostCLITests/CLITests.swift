@@ -215,4 +215,45 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(output.contains("Unknown option"), output)
         XCTAssertTrue(output.contains("no-such-base"), output)
     }
+
+    /// A guard on a BERT folder: learnt on the shipped snippets under the text protocol, signed,
+    /// verified against the base, enforced by `text finetune --guard`, and verified on the saved result.
+    func testBertGuardLearnsVerifiesAndIsEnforcedByTextFineTuning() throws {
+        let dir = try temporary()
+        let bert = dir.appendingPathComponent("bert")
+        try FileManager.default.createDirectory(at: bert, withIntermediateDirectories: true)
+        let fixture = root.appendingPathComponent("Tests/PermafrostModelsTests/Fixtures/bert_tiny")
+        for file in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: fixture.appendingPathComponent(file), to: bert.appendingPathComponent(file))
+        }
+        let words = ["the", "a", "film", "movie", "good", "bad", "great", "dull", "story", "of", "is", "and", "it", ",", "."]
+        let vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + (0..<(99 - 5 - words.count)).map { "w\($0)" }
+        try vocabulary.joined(separator: "\n").write(to: bert.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
+        let key = dir.appendingPathComponent("p.key"), pub = dir.appendingPathComponent("p.pub"), guardURL = dir.appendingPathComponent("g.json")
+        try run(["guard", "keygen", "--private-key", key.path, "--public-key", pub.path])
+        let wrongProtocol = try run(["guard", "learn", "--base", bert.path, "--protocol", "far", "--output", guardURL.path], expectSuccess: false)
+        XCTAssert(wrongProtocol.output.contains("text protocol"), wrongProtocol.output)
+        let learnt = try run(["guard", "learn", "--base", bert.path, "--steps", "4", "--batch", "4", "--ratio", "0.5", "--by-parameters",
+                              "--key", key.path, "--output", guardURL.path, "--threads", "1"]).output
+        XCTAssert(learnt.contains("signed"), learnt)
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: guardURL)) as! [String: Any]
+        let frozen = manifest["frozen"] as! [String]
+        XCTAssertFalse(frozen.isEmpty)
+        XCTAssertTrue(frozen.allSatisfy { !$0.hasPrefix("bert.") && !$0.hasPrefix("classifier.") }, "\(frozen)")
+        try run(["guard", "verify", guardURL.path, "--public-key", pub.path, "--base", bert.path])
+
+        let rows = (0..<24).map { i in i % 2 == 0 ? "fresh\tgood great film \(i)" : "rotten\tbad dull movie \(i)" }
+        let tsv = dir.appendingPathComponent("set.tsv")
+        try (["label\ttext"] + rows).joined(separator: "\n").write(to: tsv, atomically: true, encoding: .utf8)
+        let tuned = dir.appendingPathComponent("tuned")
+        let fineTune = try run(["text", "finetune", "--model", bert.path, "--guard", guardURL.path, "--publisher-key", pub.path, "--labels", "fresh,rotten",
+                                "--train", tsv.path, "--test", tsv.path, "--batch", "4", "--output", tuned.path, "--threads", "1"]).output
+        XCTAssert(fineTune.contains("guard: \(frozen.count) guarded tensors bit-identical"), fineTune)
+        try run(["guard", "verify", guardURL.path, "--public-key", pub.path, "--model", tuned.path])
+        let other = dir.appendingPathComponent("other.key")
+        try run(["guard", "keygen", "--private-key", other.path, "--public-key", dir.appendingPathComponent("other.pub").path])
+        let pinned = try run(["text", "finetune", "--model", bert.path, "--guard", guardURL.path, "--publisher-key", dir.appendingPathComponent("other.pub").path,
+                              "--labels", "fresh,rotten", "--train", tsv.path, "--test", tsv.path, "--batch", "4"], expectSuccess: false).output
+        XCTAssert(pinned.contains("refusing to fine-tune"), pinned)
+    }
 }

@@ -54,8 +54,8 @@ public struct TextGuardProtocol: Sendable {
         let restricted = Self.rows(of: publisher) { $0 == Self.restrictedLabel }
         let permitted = Self.rows(of: publisher) { $0 != Self.restrictedLabel && Self.labels.contains($0) }
         var tokenizer = tokenizer
-        tokenizer.padToLength = nil
-        if tokenizer.maxLength == nil { tokenizer.maxLength = 128 }
+        // The fine-tunes' truncation, never beyond the positions the model has.
+        (tokenizer.maxLength, tokenizer.padToLength) = (Swift.min(128, model.bert.config.maxPositions), nil)
         let index = Dictionary(uniqueKeysWithValues: Self.labels.enumerated().map { ($1, $0) })
         func loss(_ set: LabeledTexts, stream: UInt64) -> Tensor {
             var generator = PhiloxGenerator(seed: seed, stream: stream)

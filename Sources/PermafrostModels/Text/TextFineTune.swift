@@ -60,7 +60,8 @@ public enum TextFineTune {
     public static func run(model: BertClassifier, tokenizer: WordPieceTokenizer, train: LabeledTexts, test: LabeledTexts, labels: [String],
                            settings: TextFineTuneSettings, progress: (Int, Int, Float) -> Void = { _, _, _ in }) throws -> TextFineTuneReport {
         var tokenizer = tokenizer
-        (tokenizer.maxLength, tokenizer.padToLength) = (settings.maxLength, nil)
+        // Truncate where asked, and never beyond the positions the model has (its forward pass would refuse).
+        (tokenizer.maxLength, tokenizer.padToLength) = (Swift.min(settings.maxLength, model.bert.config.maxPositions), nil)
         let index = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($1, $0) })
         func targets(_ set: LabeledTexts) throws -> [Int] {
             try set.labels.map { label in
