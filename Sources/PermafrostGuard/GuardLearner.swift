@@ -85,6 +85,20 @@ public struct LearnedMask: Sendable {
         }
         return chosen
     }
+    /// The ranking cut *without passing* `ratio`: down the ranking, each tensor joins while the share
+    /// stays at or below the ratio, and one that would pass it is skipped for the smaller ones after
+    /// it. Why: a model whose largest tensor is a large share of it (BERT's word embeddings are half
+    /// of all-MiniLM-L6-v2) would otherwise land far above the ratio asked for — 98% for 50% — as soon
+    /// as the ranking reaches that tensor.
+    public func frozen(atMost ratio: Double, sizes: [String: Int]) -> Set<String> {
+        let total = names.reduce(0) { $0 + (sizes[$1] ?? 1) }
+        var chosen = Set<String>(), covered = 0
+        for name in rankedNames where Double(covered + (sizes[name] ?? 1)) <= ratio * Double(total) {
+            chosen.insert(name)
+            covered += sizes[name] ?? 1
+        }
+        return chosen
+    }
     /// The learner's losses over time (restricted, permitted), one entry per publisher step: a
     /// restricted loss below the permitted one predicts a guard that will not mitigate.
     public var trace: [(restricted: Float, permitted: Float)]

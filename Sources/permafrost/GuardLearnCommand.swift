@@ -74,7 +74,7 @@ extension GuardCommand {
                 bar.update(p.step, detail: String(format: "L_r %.3f L_p %.3f", p.restrictedLoss, p.permittedLoss))
             }
             let fields = (select == .learnt ? settings.dictionary : ["seed": "\(seed)"])
-                .merging(["protocol": TextGuardProtocol.name, "family": ModelFamily.bert.rawValue, "selection": "\(select.rawValue), ranking cut at the ratio"]) { $1 }
+                .merging(["protocol": TextGuardProtocol.name, "family": ModelFamily.bert.rawValue, "selection": "\(select.rawValue), ranking cut without passing the ratio"]) { $1 }
             try write(try GuardManifest(model: model.bert, frozen: frozen, baseSHA256: try sha256Hex(of: ModelFamily.bert.weightsURL(base)), settings: fields), mask: mask)
         }
 

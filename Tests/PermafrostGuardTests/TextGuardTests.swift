@@ -73,11 +73,20 @@ final class TextGuardTests: XCTestCase {
         XCTAssertFalse(frozen.isEmpty)
         XCTAssertTrue(frozen.isSubset(of: encoder), "\(frozen.subtracting(encoder))")
         let manifest = try GuardManifest(model: model.bert, frozen: frozen, baseSHA256: try sha256Hex(of: folder.appendingPathComponent("model.safetensors")), settings: [:])
-        XCTAssertGreaterThanOrEqual(manifest.freezeRatioParameters, 0.5)
+        XCTAssertLessThanOrEqual(manifest.freezeRatioParameters, 0.5)
+        XCTAssertGreaterThan(manifest.freezeRatioParameters, 0.3, "the cut fills the ratio with the smaller tensors it skips to")
         XCTAssertThrowsError(try textProtocol.learnGuard(model: model, tokenizer: tokenizer, selection: .attribution, settings: settings))
         XCTAssertThrowsError(try TextGuardProtocol(train: LabeledTexts(texts: ["a"], labels: ["fresh"]), test: sentences(count: 3, seed: 1))) {
             XCTAssertTrue("\($0)".contains("plot"), "\($0)")
         }
+    }
+
+    func testRankingCutWithoutPassingTheRatioSkipsATensorThatWouldOvershoot() {
+        let mask = LearnedMask(names: ["a", "big", "c", "d"], softMask: [0.9, 0.8, 0.7, 0.6], trace: [])
+        let sizes = ["a": 10, "big": 60, "c": 20, "d": 10]
+        XCTAssertEqual(mask.frozen(atMost: 0.5, sizes: sizes), ["a", "c", "d"])
+        XCTAssertEqual(mask.frozen(ratio: 0.5, sizes: sizes), ["a", "big"], "the image protocols' cut passes the ratio at the tensor that reaches it")
+        XCTAssertEqual(mask.frozen(atMost: 0.05, sizes: sizes), [])
     }
 
     func testGuardedTextFineTuneKeepsTheGuardedTensorsAndTheSavedModelVerifies() throws {

@@ -107,7 +107,7 @@ public struct TextGuardEvaluation {
                 let model = try BertClassifier(directory: baseDirectory, classes: TextGuardProtocol.labels.count, seed: learner.seed)
                 let (frozen, _) = try textProtocol.learnGuard(model: model, tokenizer: tokenizer, selection: selection, settings: settings, progress: guardProgress)
                 let fields = (selection == .learnt ? settings.dictionary : ["seed": "\(settings.seed)"])
-                    .merging(["protocol": TextGuardProtocol.name, "family": ModelFamily.bert.rawValue, "selection": "\(selection.rawValue), ranking cut at the ratio"]) { $1 }
+                    .merging(["protocol": TextGuardProtocol.name, "family": ModelFamily.bert.rawValue, "selection": "\(selection.rawValue), ranking cut without passing the ratio"]) { $1 }
                 let manifest = try GuardManifest(model: model.bert, frozen: frozen, baseSHA256: digest, settings: fields)
                 try saveGuard(ratio, manifest)
                 try userFineTune(method, manifest: manifest)

@@ -67,8 +67,9 @@ public struct TextGuardProtocol: Sendable {
     }
 
     /// Learns which of the encoder's tensors to freeze (the head is the user's, never guarded): the
-    /// bilevel mask over every tensor, then the ranking of the encoder's tensors cut at `ratio`
-    /// (of parameters when `settings.weightByParameters`). `random` ranks by a seeded draw instead.
+    /// bilevel mask over every tensor, then the ranking of the encoder's tensors cut without passing
+    /// the ratio (of parameters when `settings.weightByParameters`; ``LearnedMask/frozen(atMost:sizes:)``).
+    /// `random` ranks by a seeded draw instead.
     public func learnGuard(model: BertClassifier, tokenizer: WordPieceTokenizer, selection: GuardSelection, settings: GuardSettings,
                            batchSize: Int = 16, progress: (GuardProgress) -> Void = { _ in }) throws -> (frozen: Set<String>, mask: LearnedMask) {
         let encoderNames = model.bert.namedParameters().map(\.name)
@@ -86,7 +87,7 @@ public struct TextGuardProtocol: Sendable {
             throw GuardLearningError.unsupportedSelection("attribution is measured for the diffusion protocols; the text protocol takes learnt or random")
         }
         let sizes = Dictionary(uniqueKeysWithValues: model.bert.namedParameters().map { ($0.name, settings.weightByParameters ? $0.parameter.value.count : 1) })
-        return (mask.frozen(ratio: Double(settings.freezeRatio), sizes: sizes), mask)
+        return (mask.frozen(atMost: Double(settings.freezeRatio), sizes: sizes), mask)
     }
 }
 
