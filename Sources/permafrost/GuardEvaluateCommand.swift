@@ -17,7 +17,9 @@ extension GuardCommand {
 
             A BERT base takes the text protocol: at each ratio a learnt guard and a random mask over the encoder, each and full \
             fine-tuning run on the user's half of the review snippets (one epoch, three labels); plot recall (restricted) and \
-            sentiment accuracy (permitted) on the test split. Writes report.json, report.md and the guards.
+            sentiment accuracy (permitted) on the test split; --ratios, --methods (full, guard, random), --guard-steps, \
+            --user-batch, --mask-learning-rate, --ratio-control and --key apply, the sampling options do not. Writes \
+            report.json, report.md and the guards.
 
             Example: permafrost guard evaluate --base Models/base-0-5 --classifier Models/classifier.safetensors --protocol far --output runs/far
                      permafrost guard evaluate --base Models/all-MiniLM-L6-v2 --ratios 0.5 --output runs/text-guard
@@ -74,7 +76,7 @@ extension GuardCommand {
             var evaluation = TextGuardEvaluation(baseDirectory: URL(fileURLWithPath: base), textProtocol: try TextGuardProtocol(try dataOptions.shipped()))
             evaluation.ratios = try ratios.split(separator: ",").map { guard let v = Double($0), v > 0, v < 1 else { throw ValidationError("--ratios: fractions in (0, 1)") }; return v }
             evaluation.methods = Set(methods.split(separator: ",").map(String.init))
-            evaluation.learner.steps = guardSteps; evaluation.learner.maskLearningRate = maskLearningRate; evaluation.learner.ratioControl = ratioControl
+            evaluation.fineTune.batch = userBatch; evaluation.learner.steps = guardSteps; evaluation.learner.maskLearningRate = maskLearningRate; evaluation.learner.ratioControl = ratioControl
             let out = URL(fileURLWithPath: output)
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
             let signingKey = try key.map { try GuardKeys.privateKey(from: URL(fileURLWithPath: $0)) }
