@@ -4,6 +4,7 @@ Each builder returns (model, loss_fn, learning_rate). `timed_steps` freezes the 
 way Permafrost's `freezeLeading` does and times full AdamW steps over the trainable tensors only.
 """
 import json
+import math
 import time
 
 import torch
@@ -15,7 +16,8 @@ def timed_steps(model, loss_fn, lr, fraction, steps):
     seconds of each step after 2 warm-up steps."""
     if fraction != "adapters":
         params = list(model.named_parameters())
-        frozen = len(params) - 2 if fraction is None else int(round(fraction * len(params)))
+        # Halves round up, as Swift's rounded() does (Python's round() goes to the even neighbour).
+        frozen = len(params) - 2 if fraction is None else int(math.floor(fraction * len(params) + 0.5))
         for i, (_, p) in enumerate(params):
             p.requires_grad_(i >= frozen)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
