@@ -87,16 +87,16 @@ extension GuardCommand {
             }, fineTuneProgress: { step, total, loss in
                 if bar == nil { bar = ProgressBar(total: total, label: "fine-tune") }
                 bar?.update(step, detail: String(format: "loss %.4f", loss))
-            }) { ratio, manifest in
+            }) { method, ratio, manifest in
                 var manifest = manifest
                 if let signingKey { try manifest.sign(with: signingKey) }
-                try manifest.write(to: out.appendingPathComponent("guard-\(Int((ratio * 100).rounded())).json"))
+                try manifest.write(to: out.appendingPathComponent("\(method)-\(Int((ratio * 100).rounded())).json"))
             }
             report.command = "permafrost guard evaluate " + CommandLine.arguments.dropFirst(3).joined(separator: " ")
             try AtomicFile.writeJSON(report, to: out.appendingPathComponent("report.json"))
             try AtomicFile.write(Data((report.markdown + "\n").utf8), to: out.appendingPathComponent("report.md"))
             print(report.markdown)
-            print("wrote \(out.path)/report.json, report.md, guard-*.json")
+            print("wrote \(out.path)/report.json, report.md, guard-*.json, random-*.json")
         }
     }
 }

@@ -71,10 +71,10 @@ public struct TextGuardEvaluation {
         learner.steps = 100; learner.userLearningRate = 5e-5; learner.weightByParameters = true
     }
 
-    /// Runs every method; `saveGuard(ratio, manifest)` keeps each learnt guard (e.g. signed, on disk).
+    /// Runs every method; `saveGuard(method, ratio, manifest)` keeps each selection's guard (e.g. signed, on disk).
     public func run(log: (String) -> Void = { _ in }, guardProgress: (GuardProgress) -> Void = { _ in },
                     fineTuneProgress: (_ step: Int, _ total: Int, _ loss: Float) -> Void = { _, _, _ in },
-                    saveGuard: (Double, GuardManifest) throws -> Void = { _, _ in }) throws -> Report {
+                    saveGuard: (_ method: String, _ ratio: Double, GuardManifest) throws -> Void = { _, _, _ in }) throws -> Report {
         let started = Date()
         let tokenizer = try WordPieceTokenizer(directory: baseDirectory)
         let digest = try sha256Hex(of: baseDirectory.appendingPathComponent("model.safetensors"))
@@ -109,7 +109,7 @@ public struct TextGuardEvaluation {
                 let fields = (selection == .learnt ? settings.dictionary : ["seed": "\(settings.seed)"])
                     .merging(["protocol": TextGuardProtocol.name, "family": ModelFamily.bert.rawValue, "selection": "\(selection.rawValue), ranking cut without passing the ratio"]) { $1 }
                 let manifest = try GuardManifest(model: model.bert, frozen: frozen, baseSHA256: digest, settings: fields)
-                try saveGuard(ratio, manifest)
+                try saveGuard(method, ratio, manifest)
                 try userFineTune(method, manifest: manifest)
             }
         }
