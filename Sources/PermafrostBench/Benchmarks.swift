@@ -87,13 +87,13 @@ public enum FreezeBenchmark {
                     progress("round \(round)/\(rounds)  \(model.rawValue) \(frozen) frozen")
                     let output = try runProcess([worker, "bench", "freeze-worker", "--model", model.rawValue, "--frozen", frozen,
                                                  "--steps", "\(steps)", "--threads", "\(threads)"])
-                    if let result = parseWorker(output) {
+                    if let result = WorkerResult(output: output) {
                         ours[key, default: []] += result.seconds
                         oursRSS[key] = max(oursRSS[key] ?? 0, result.peakRSS)
                     }
                     if peerAvailable,
                        let output = try? runProcess(["/usr/bin/env", "python3", peerScript.path, model.rawValue, frozen, "\(steps)", "\(threads)", config.path]),
-                       let result = parseWorker(output) {
+                       let result = WorkerResult(output: output) {
                         theirs[key, default: []] += result.seconds
                         theirsRSS[key] = max(theirsRSS[key] ?? 0, result.peakRSS)
                     }
@@ -116,7 +116,7 @@ public enum FreezeBenchmark {
     }
 
     /// One configuration of ours, in this process: the seconds of each timed step and the peak RSS.
-    public static func worker(model: BenchWorkload, frozen: String, steps: Int, threads: Int) throws -> (seconds: [Double], peakRSS: Double) {
+    public static func worker(model: BenchWorkload, frozen: String, steps: Int, threads: Int) throws -> WorkerResult {
         Parallel.threadCount = threads
         let (module, loss) = try model.make(batch: model == .mlp ? 256 : 32)
         switch frozen {
@@ -129,14 +129,34 @@ public enum FreezeBenchmark {
             try freezeLeading(module, fraction: percent / 100)
         }
         let (times, _) = try timedSteps(module, steps: steps, learningRate: 1e-4, loss)
-        return (times, MemoryStatistics.peakResidentMegabytes)
+        return WorkerResult(seconds: times, peakRSS: MemoryStatistics.peakResidentMegabytes)
+    }
+}
+
+/// What one fresh-process run — ours (`bench freeze-worker`, `bench text-worker`) or a PyTorch peer's —
+/// prints as its last JSON line: the seconds of each timed step, the peak RSS, and (for `bench text`)
+/// how many tensors it froze.
+public struct WorkerResult: Sendable {
+    public var seconds: [Double]
+    public var peakRSS: Double
+    public var frozenTensors: Int?
+
+    public init(seconds: [Double], peakRSS: Double, frozenTensors: Int? = nil) {
+        self.seconds = seconds; self.peakRSS = peakRSS; self.frozenTensors = frozenTensors
     }
 
-    private static func parseWorker(_ output: String) -> (seconds: [Double], peakRSS: Double)? {
+    public init?(output: String) {
         guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
               let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let times = object["seconds"] as? [Double], let rss = (object["peak_rss_mb"] as? NSNumber)?.doubleValue else { return nil }
-        return (times, rss)
+        self.init(seconds: times, peakRSS: rss, frozenTensors: (object["frozen_tensors"] as? NSNumber)?.intValue)
+    }
+
+    /// The JSON line a worker prints.
+    public var jsonLine: String {
+        var object: [String: Any] = ["seconds": seconds, "peak_rss_mb": peakRSS]
+        if let frozenTensors { object["frozen_tensors"] = frozenTensors }
+        return String(decoding: (try? JSONSerialization.data(withJSONObject: object)) ?? Data(), as: UTF8.self)
     }
 }
 

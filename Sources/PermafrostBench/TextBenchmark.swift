@@ -42,8 +42,7 @@ public enum TextBenchmark {
 
     /// One configuration of ours, in this process: the seconds of each timed step, the peak RSS, and
     /// how many tensors the configuration froze (the peer must freeze as many).
-    public static func worker(model directory: URL, inputs: Inputs, frozen: String, steps: Int, threads: Int) throws
-        -> (seconds: [Double], peakRSS: Double, frozenTensors: Int) {
+    public static func worker(model directory: URL, inputs: Inputs, frozen: String, steps: Int, threads: Int) throws -> WorkerResult {
         Parallel.threadCount = threads
         let classifier = try BertClassifier(directory: directory, classes: inputs.classes, pooling: .mean, seed: 1)
         let fraction: Double?
@@ -59,7 +58,7 @@ public enum TextBenchmark {
         let (times, _) = try timedSteps(classifier, steps: steps, learningRate: 5e-5) {
             crossEntropy(logits: classifier.logits(tokens), labels: inputs.trainLabels)
         }
-        return (times, MemoryStatistics.peakResidentMegabytes, frozenTensors)
+        return WorkerResult(seconds: times, peakRSS: MemoryStatistics.peakResidentMegabytes, frozenTensors: frozenTensors)
     }
 
     /// Our mean-pooled embeddings of the parity sentences, one row per sentence.
@@ -104,13 +103,13 @@ public enum TextBenchmark {
                 progress("round \(round)/\(rounds)  \(frozen) frozen")
                 let output = try runProcess([worker, "bench", "text-worker", "--model", directory.path, "--inputs", inputsURL.path,
                                              "--frozen", frozen, "--steps", "\(steps)", "--threads", "\(threads)"])
-                guard let result = parseWorker(output) else { throw BenchError("our text worker printed no result for \(frozen)") }
+                guard let result = WorkerResult(output: output), result.frozenTensors != nil else { throw BenchError("our text worker printed no result for \(frozen)") }
                 ours[frozen, default: []] += result.seconds
                 oursRSS[frozen] = max(oursRSS[frozen] ?? 0, result.peakRSS)
                 guard peerAvailable else { continue }
                 let answer = try runProcess(["/usr/bin/env", "python3", peerScript.path, "step", directory.path, inputsURL.path, frozen,
                                              "\(steps)", "\(threads)"])
-                guard let theirsResult = parseWorker(answer) else { throw BenchError("the PyTorch peer printed no result for \(frozen)") }
+                guard let theirsResult = WorkerResult(output: answer), theirsResult.frozenTensors != nil else { throw BenchError("the PyTorch peer printed no result for \(frozen)") }
                 guard theirsResult.frozenTensors == result.frozenTensors else {
                     throw BenchError("\(frozen): the peer froze \(theirsResult.frozenTensors) tensors and we froze \(result.frozenTensors); their state_dict orders differ")
                 }
@@ -152,13 +151,5 @@ public enum TextBenchmark {
         var dot = 0.0, na = 0.0, nb = 0.0
         for (x, y) in zip(a, b) { dot += Double(x) * Double(y); na += Double(x) * Double(x); nb += Double(y) * Double(y) }
         return dot / max((na * nb).squareRoot(), 1e-30)
-    }
-
-    private static func parseWorker(_ output: String) -> (seconds: [Double], peakRSS: Double, frozenTensors: Int)? {
-        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
-              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let times = object["seconds"] as? [Double], let rss = (object["peak_rss_mb"] as? NSNumber)?.doubleValue,
-              let frozen = (object["frozen_tensors"] as? NSNumber)?.intValue else { return nil }
-        return (times, rss, frozen)
     }
 }

@@ -45,9 +45,7 @@ struct FreezeWorker: ParsableCommand {
 
     func run() throws {
         guard let workload = BenchWorkload(rawValue: model) else { throw ValidationError("unknown model \(model)") }
-        let (seconds, peakRSS) = try FreezeBenchmark.worker(model: workload, frozen: frozen, steps: steps, threads: threads)
-        let object: [String: Any] = ["seconds": seconds, "peak_rss_mb": peakRSS]
-        print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
+        print(try FreezeBenchmark.worker(model: workload, frozen: frozen, steps: steps, threads: threads).jsonLine)
     }
 }
 

@@ -56,8 +56,6 @@ struct TextWorker: ParsableCommand {
 
     func run() throws {
         let decoded = try JSONDecoder().decode(TextBenchmark.Inputs.self, from: Data(contentsOf: URL(fileURLWithPath: inputs)))
-        let result = try TextBenchmark.worker(model: URL(fileURLWithPath: model), inputs: decoded, frozen: frozen, steps: steps, threads: threads)
-        let object: [String: Any] = ["seconds": result.seconds, "peak_rss_mb": result.peakRSS, "frozen_tensors": result.frozenTensors]
-        print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
+        print(try TextBenchmark.worker(model: URL(fileURLWithPath: model), inputs: decoded, frozen: frozen, steps: steps, threads: threads).jsonLine)
     }
 }
